@@ -1,0 +1,43 @@
+"""One error hierarchy for the whole package.
+
+A :class:`Refusal` carries only a reason *code* (a short, fixed, PHI-free string such as
+``"parse-error"``), so that it can be logged, counted and shown to a sender without any risk of
+echoing an identifying value. Messages built from dataset values must never be put in one.
+"""
+
+from __future__ import annotations
+
+
+class TeachfileError(Exception):
+    """Base class of every error the package raises on purpose."""
+
+
+class Refusal(TeachfileError):
+    """An instance that cannot be made safe; it must not be stored.
+
+    ``reason`` is a short code from a fixed vocabulary (see :data:`REASONS`); ``detail`` is an
+    optional PHI-free hint (for example a tag number or a transfer syntax UID), never a value.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason if not detail else f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class ConfigError(TeachfileError):
+    """The node's configuration (profile, rules, key, roster) is unusable."""
+
+
+#: The reason codes a refusal may carry. Keep them short, stable and free of data values.
+REASONS: dict[str, str] = {
+    "parse-error": "the bytes are not a readable DICOM instance",
+    "missing-uid": "a required UID (SOP Class, SOP Instance, Study, Series) is missing",
+    "deid-error": "de-identification failed on this instance",
+    "unsupported": "the instance uses something the profile cannot make safe",
+    "burned-in": "the pixels may carry identifying text and no pixel rule cleans them",
+    "pixel-error": "cleaning the pixels failed",
+    "transcode-error": "transcoding failed in a way that could not fall back safely",
+    "forced-failure": "a test-only switch forced this refusal",
+    "internal-error": "an unexpected error in the reception pipeline",
+}
