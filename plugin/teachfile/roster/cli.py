@@ -1,0 +1,129 @@
+"""``teachfile roster check|render|apply|verify``: thin commands over the roster library.
+
+Exit codes: 0 success; 1 an invalid roster, an unreachable node or a server error; 2 a usage
+error (bad arguments, a roster file that cannot be read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+from .model import Roster, load_roster
+from .remote import OrthancClient, RemoteError, apply_roster, format_table, verify_roster
+from .render import render, write
+from .source import RosterError
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+PASSWORD_ENV = "TEACHFILE_PASSWORD"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    roster = subparsers.add_parser("roster", help="generate and apply workshop configurations")
+    sub = roster.add_subparsers(dest="roster_command", metavar="ACTION")
+
+    check = sub.add_parser("check", help="validate a roster; print every error")
+    check.add_argument("roster", type=Path)
+    check.set_defaults(func=cmd_check)
+
+    rend = sub.add_parser("render", help="validate, then write every configuration")
+    rend.add_argument("roster", type=Path)
+    rend.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    rend.add_argument("--templates", type=Path, metavar="DIR",
+                      help="templates that override the defaults, file by file")
+    rend.set_defaults(func=cmd_render)
+
+    for name, func, text in (
+            ("apply", cmd_apply, "make a running server's modalities match the roster"),
+            ("verify", cmd_verify, "C-ECHO every participant from the server")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("roster", type=Path)
+        p.add_argument("--url", required=True, help="the server's REST API, e.g. "
+                       "http://127.0.0.1:8042")
+        p.add_argument("--user", help="an admin user of the server")
+        p.add_argument("--password", help=f"its password (default: ${PASSWORD_ENV})")
+        if name == "apply":
+            p.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
+        else:
+            p.add_argument("--timeout", type=int, default=5, help="C-ECHO timeout in seconds")
+        p.set_defaults(func=func)
+
+
+def _load(path: Path) -> Roster | int:
+    if not path.is_file():
+        print(f"teachfile roster: {path}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return load_roster(path)
+    except RosterError as exc:
+        for d in exc.diagnostics:
+            print(d, file=sys.stderr)
+        n = len(exc.diagnostics)
+        print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    roster = _load(args.roster)
+    if isinstance(roster, int):
+        return roster
+    print(f"{args.roster}: OK, server {roster.server.aet} and {len(roster.participants)}"
+          " participants")
+    return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    if args.templates is not None and not args.templates.is_dir():
+        print(f"teachfile roster: {args.templates}: not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    roster = _load(args.roster)
+    if isinstance(roster, int):
+        return roster
+    try:
+        paths = write(render(roster, args.templates), args.output)
+    except ConfigError as exc:
+        print(f"teachfile roster: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"wrote {len(paths)} files to {args.output}")
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> OrthancClient:
+    password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
+    return OrthancClient(args.url, args.user, password)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    roster = _load(args.roster)
+    if isinstance(roster, int):
+        return roster
+    try:
+        diff = apply_roster(_client(args), roster, dry_run=args.dry_run)
+    except RemoteError as exc:
+        print(f"teachfile roster apply: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    for line in diff.lines():
+        print(line)
+    verb = "would change" if args.dry_run else "changed"
+    print(f"{verb}: {len(diff.added)} added, {len(diff.changed)} changed,"
+          f" {len(diff.removed)} removed")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    roster = _load(args.roster)
+    if isinstance(roster, int):
+        return roster
+    try:
+        results = verify_roster(_client(args), roster, timeout=args.timeout)
+    except RemoteError as exc:
+        print(f"teachfile roster verify: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(format_table(results))
+    bad = [r for r in results if not r.ok]
+    print(f"{len(results) - len(bad)} reachable, {len(bad)} not reachable")
+    return EXIT_INVALID if bad else EXIT_OK
+
