@@ -249,23 +249,24 @@ def _build(r: Reader, root: Node, env: Mapping[str, str]) -> Roster | None:
 
 
 def _secret(r: Reader, top: dict[str, Node], env: Mapping[str, str]) -> str | None:
+    """The roster's secret; ``None`` if none is declared, ``""`` if the declared one is bad."""
     if "secret" in top and "secret_env" in top:
         r.error(top["secret_env"], "give either 'secret' or 'secret_env', not both")
-        return None
+        return ""
     if "secret" in top:
         secret = r.string(top["secret"], "secret")
         if secret is not None and len(secret) < 16:
             r.error(top["secret"], "secret must be at least 16 characters long")
-            return None
-        return secret
+            return ""
+        return secret or ""
     if "secret_env" in top:
         name = r.string(top["secret_env"], "secret_env")
         if name is None:
-            return None
+            return ""
         if len(env.get(name, "")) < 16:
             r.error(top["secret_env"], f"environment variable {name} must be set to a secret"
                     " of at least 16 characters")
-            return None
+            return ""
         return env[name]
     return None
 
@@ -278,8 +279,8 @@ def _password(r: Reader, fields: dict[str, Node], at: Node, secret: str | None,
         return ""
     if secret is None:
         r.error(at, f"{what} has no password and the roster has no 'secret' to derive one from")
-        return ""
-    return derive_password(secret, user)
+    # An empty secret was declared but is invalid: that error is already reported.
+    return derive_password(secret, user) if secret else ""
 
 
 def _plugin(r: Reader, node: Node | None) -> Plugin:
@@ -438,7 +439,7 @@ def _generate(r: Reader, node: Node, defaults: _Settings,
         r.error(node, "generated participants need the roster's 'secret' (or 'secret_env')"
                 " to derive their passwords")
         ok = False
-    if not ok or count is None or start is None or secret is None:
+    if not ok or count is None or start is None or not secret:
         return []
     pos = where(node)
     out: list[Participant] = []
