@@ -370,14 +370,16 @@ def _encode_all(frames: list[np.ndarray], ds: Dataset, policy: TranscodePolicy,
     ratio, "lossless-no-gain" when loss would buy less than 10 % over lossless (tiny images).
     """
     level, note = 0.0, ""
+    pick = len(frames) // 2
+    done: dict[float, bytes] = {}  # codestreams of the sample frame, by level: never encode twice
     if target.lossy_ratio is not None:
-        sample = frames[len(frames) // 2]
-        lossless_ratio = sample.nbytes / max(1, len(_encode_frame(sample, ds, target, 0,
-                                                                   policy.threads)))
+        sample = frames[pick]
+        done[0.0] = _encode_frame(sample, ds, target, 0.0, policy.threads)
+        lossless_ratio = sample.nbytes / max(1, len(done[0.0]))
         if lossless_ratio >= target.lossy_ratio:
             note = "lossless-meets-target"
         else:
-            level, lossy_ratio = _search_level(sample, ds, target, policy.threads)
+            level, lossy_ratio, done[level] = _search_level(sample, ds, target, policy.threads)
             if lossy_ratio < 1.1 * lossless_ratio or lossy_ratio <= 1.0:
                 note = "lossless-no-gain"
         if note:
@@ -385,14 +387,16 @@ def _encode_all(frames: list[np.ndarray], ds: Dataset, policy: TranscodePolicy,
                              target.htj2k, "YBR_RCT" if target.mct else target.photometric,
                              target.mct)
             level = 0.0
-    streams = [_encode_frame(f, ds, target, level, policy.threads) for f in frames]
+    streams = [done[level] if i == pick and level in done
+               else _encode_frame(f, ds, target, level, policy.threads)
+               for i, f in enumerate(frames)]
     return streams, target, note
 
 
 def _search_level(frame: np.ndarray, ds: Dataset, target: _Target,
-                  threads: int) -> tuple[float, float]:
+                  threads: int) -> tuple[float, float, bytes]:
     """Bisect the encoder's quality knob for the largest ratio not above the target; return
-    (level, ratio on this frame).
+    (level, ratio on this frame, codestream of this frame).
 
     The parameter t grows with the ratio: t = -PSNR for OpenJPEG, log10(qstep) for OpenJPH.
     """
@@ -402,26 +406,26 @@ def _search_level(frame: np.ndarray, ds: Dataset, target: _Target,
     def level_of(t: float) -> float:
         return -t if not target.htj2k else 10.0 ** t
 
-    best: tuple[float, float] | None = None  # (ratio, t) with ratio <= goal
-    fallback: tuple[float, float] | None = None  # smallest ratio seen above goal
+    best: tuple[float, float, bytes] | None = None  # (ratio, level, codestream), ratio <= goal
+    over: tuple[float, float, bytes] | None = None  # the smallest ratio seen above the goal
     for _ in range(9):
         t = (lo + hi) / 2
-        ratio = frame.nbytes / max(1, len(_encode_frame(frame, ds, target, level_of(t),
-                                                        threads)))
+        stream = _encode_frame(frame, ds, target, level_of(t), threads)
+        ratio = frame.nbytes / max(1, len(stream))
         if ratio <= goal:
             if best is None or ratio > best[0]:
-                best = (ratio, t)
+                best = (ratio, level_of(t), stream)
             if ratio >= 0.95 * goal:
                 break
             lo = t
         else:
-            if fallback is None or ratio < fallback[0]:
-                fallback = (ratio, t)
+            if over is None or ratio < over[0]:
+                over = (ratio, level_of(t), stream)
             hi = t
-    chosen = best or fallback
+    chosen = best or over
     if chosen is None:  # unreachable: the loop runs at least once
         raise ValueError("no quality level")
-    return level_of(chosen[1]), chosen[0]
+    return chosen[1], chosen[0], chosen[2]
 
 
 def _decode_codestream(data: bytes, htj2k: bool, threads: int) -> np.ndarray:
