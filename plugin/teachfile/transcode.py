@@ -27,6 +27,7 @@ Design choices worth knowing:
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -175,8 +176,10 @@ class _Target:
     mct: bool
 
 
+@functools.cache
 def codec_status() -> dict[str, bool]:
-    """Which codecs this process can use (for health checks and start-up logs)."""
+    """Which codecs this process can use (for health checks and start-up logs); feature-detected
+    once, since the installed imagecodecs cannot change while the process runs. Do not mutate."""
     out = {"jpeg2k": False, "htj2k": False, "ljpeg": False, "jpegls": False}
     try:
         import imagecodecs

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames, parse_basic_offsets
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import JPEG2000Lossless, RLELossless
+
 from teachfile import transcode as tc
 from teachfile.errors import ConfigError, Refusal
 from teachfile.transcode import TranscodePolicy, transcode
@@ -266,6 +267,7 @@ def test_lossy_request_may_end_lossless(name: str, ratio: float, reason: str) ->
     "SC_ybr_full_uncompressed.dcm",  # native but Lossy Image Compression 01
     "693_J2KI.dcm",  # .91
 ])
+@pytest.mark.filterwarnings("ignore:Expected explicit VR")  # a quirk of SC_rgb_jpeg.dcm
 def test_already_lossy_is_kept(name: str) -> None:
     ds = load(name)
     policy = TranscodePolicy.from_mapping({"lossy": {"CT": 8, "OT": 8}})
@@ -473,3 +475,23 @@ def test_policy_defaults() -> None:
 def test_policy_errors(raw: object) -> None:
     with pytest.raises(ConfigError):
         TranscodePolicy.from_mapping(copy.deepcopy(raw))  # type: ignore[arg-type]
+
+
+def test_concurrent_threads_give_the_same_results() -> None:
+    """Orthanc calls the plugin from several threads: encoding must be thread-safe."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = ["CT_small.dcm", "MR_small_RLE.dcm", "SC_rgb.dcm", "emri_small.dcm"] * 3
+    datasets = [load(n) for n in names]
+    policy = TranscodePolicy.from_mapping({"threads": 1})
+    serial = [transcode(d, policy, new_uid=fake_uid).ds.PixelData for d in datasets]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        parallel = list(pool.map(lambda d: transcode(d, policy, new_uid=fake_uid), datasets))
+    assert [o.status for o in parallel] == ["transcoded"] * len(names)
+    assert [o.ds.PixelData for o in parallel] == serial
+
+
+def test_codec_status_reports_jpeg2k() -> None:
+    status = tc.codec_status()
+    assert status["jpeg2k"] is True
+    assert set(status) == {"jpeg2k", "htj2k", "ljpeg", "jpegls"}
