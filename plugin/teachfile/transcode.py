@@ -230,12 +230,11 @@ def transcode(
     target = _choose_target(ds, policy, ratio_target)
 
     try:
-        pixels = _decode_source(ds, ts)
+        frames = _frames_of(_decode_source(ds, ts), ds)
     except _CodecMissing:
         return kept("codec-unavailable")
     except Exception:  # any decoder failure means "cannot transcode safely"
         return kept("decode-error")
-    frames = _frames_of(pixels, ds)
 
     try:
         streams, target, note = _encode_all(frames, ds, policy, target)

@@ -369,6 +369,22 @@ def test_verify_sample_size(monkeypatch: pytest.MonkeyPatch, verify: object, cal
     assert len(seen) == calls
 
 
+class UnavailableDecoder:
+    """Stands in for a pydicom decoder whose backend is not installed."""
+
+    is_available = False
+
+
+def test_decode_failure_keeps_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(ds: Dataset, ts: str) -> np.ndarray:
+        raise ValueError("corrupt")
+
+    monkeypatch.setattr(tc, "_decode_source", boom)
+    ds = load("MR_small_RLE.dcm")
+    out = transcode(ds, LOSSLESS, new_uid=fake_uid)
+    assert (out.status, out.reason, out.ds) == ("kept", "decode-error", ds)
+
+
 def test_encoder_failure_keeps_input(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("encoder broke")
@@ -389,10 +405,7 @@ def test_imagecodecs_fallback_decoder_matches_pydicom(
     ds = load(name)
     expected = reference(ds)
 
-    class Unavailable:
-        is_available = False
-
-    monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: Unavailable())
+    monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: UnavailableDecoder())
     np.testing.assert_array_equal(tc._decode_source(ds, ds.file_meta.TransferSyntaxUID),
                                   expected)
 
