@@ -1,0 +1,96 @@
+"""The reception path as one pure function: bytes in, a :class:`Decision` out.
+
+parse -> de-identify (profile, keyed pseudonyms) -> transcode (J2K policy) -> seal -> bytes.
+Nothing here knows about Orthanc; the entry script translates a Decision into MODIFY or a
+refusal that the sender sees. Every failure becomes a refusal with a PHI-free reason code.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from . import seal
+from .deid import Deidentifier
+from .errors import Refusal
+from .transcode import TranscodePolicy, transcode
+
+_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one received instance."""
+
+    store: bool
+    data: bytes | None = None
+    reason: str | None = None
+    detail: str = ""
+    #: Keyed hash of the *original* SOP Instance UID, for the refusal log; never the UID.
+    uid_hash: str | None = None
+    transcoded: bool = False
+    #: Why the instance kept its transfer syntax (``no-pixel-data``, ``already-lossy``...).
+    kept_reason: str | None = None
+
+
+class Reception:
+    """De-identify and transcode received instances with one profile and one key."""
+
+    def __init__(self, deidentifier: Deidentifier, policy: TranscodePolicy,
+                 force_failure: str | None = None) -> None:
+        self.deidentifier = deidentifier
+        self.pseudonymizer = deidentifier.pseudonymizer
+        self.policy = policy
+        #: Test-only switch: "refusal" or "exception" after parsing, to prove fail-closed paths.
+        self.force_failure = force_failure
+
+    def process(self, raw: bytes) -> Decision:
+        uid_hash: str | None = None
+        try:
+            ds = self._parse(raw)
+            uid = ds.get("SOPInstanceUID")
+            uid_hash = self.pseudonymizer.log_hash(str(uid)) if uid else None
+            for keyword in _REQUIRED_UIDS:
+                if not ds.get(keyword):
+                    raise Refusal("missing-uid", keyword)
+            if self.force_failure == "refusal":
+                raise Refusal("forced-failure")
+            if self.force_failure == "exception":
+                raise RuntimeError("forced internal failure (test switch)")
+            ds = self.deidentifier.deidentify(ds)
+            outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid)
+            ds = outcome.ds
+            seal.seal(ds, self.pseudonymizer)
+            data = _serialize(ds)
+        except Refusal as exc:
+            return Decision(False, reason=exc.reason, detail=exc.detail, uid_hash=uid_hash)
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything at all
+            # Only the exception's type is kept: its message may quote a data value.
+            return Decision(False, reason="internal-error", detail=type(exc).__name__,
+                            uid_hash=uid_hash)
+        transcoded = outcome.status == "transcoded"
+        return Decision(True, data=data, uid_hash=uid_hash, transcoded=transcoded,
+                        kept_reason=None if transcoded else outcome.reason)
+
+    @staticmethod
+    def _parse(raw: bytes) -> pydicom.Dataset:
+        try:
+            ds = pydicom.dcmread(io.BytesIO(raw))
+            # Force every element to be read now, so a truncated or corrupt file is refused
+            # here rather than half-processed later.
+            for _ in ds.iterall():
+                pass
+        except Refusal:
+            raise
+        except (InvalidDicomError, Exception) as exc:
+            raise Refusal("parse-error", type(exc).__name__) from None
+        return ds
+
+
+def _serialize(ds: pydicom.Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

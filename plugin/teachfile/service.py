@@ -1,0 +1,254 @@
+"""The node's behaviour behind Orthanc's callbacks, as plain Python.
+
+The entry script owns the ``orthanc`` module and calls into one :class:`Service`; everything that
+decides (what to store, what to refuse, what the sender is told, what is counted) lives here so
+that it runs in plain pytest too.
+
+How a refusal reaches the sender (Orthanc 1.10.1 + Python plugin 4.0, measured):
+- C-STORE: DISCARD would answer Success, so the received-instance callback returns a tiny
+  PHI-free *tombstone* instead; the C-STORE instance filter, which Orthanc calls next on the same
+  thread, recognises it and returns a failure DIMSE status (0xC000 for unreadable input, 0x0110
+  Processing failure otherwise). Nothing is stored.
+- Every other origin (REST, STOW-RS, /modify, Lua, plugins) gets bytes Orthanc cannot parse, so
+  Orthanc stores nothing and raises "Bad file format" to the caller. ``POST /instances`` is served
+  by the plugin, which turns that into HTTP 422 (400 for unreadable input) with a JSON reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from . import __version__, seal
+from .deid import Deidentifier
+from .errors import REASONS, ConfigError
+from .keys import fingerprint, load_or_create_key
+from .pipeline import Decision, Reception
+from .profile import Profile, load_profile
+from .pseudonym import Pseudonymizer
+from .state import NodeState, Refusal
+from .transcode import TranscodePolicy
+
+log = logging.getLogger("teachfile")
+
+#: Returned to Orthanc instead of a refused instance from a non-DICOM origin: it cannot be
+#: parsed, so Orthanc stores nothing and reports an error to whoever asked.
+UNSTORABLE = b"TEACHFILE-REFUSED"
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_PROCESSING_FAILURE = 0x0110
+_TOMBSTONE_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture; never stored anyway
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The plugin's part of the Orthanc configuration (section ``Teachfile``)."""
+
+    profile: str
+    config_dir: Path
+    data_dir: Path
+    force_failure: str | None = None
+    bypass_reception: bool = False
+    max_refusals: int = 1000
+
+    @classmethod
+    def from_orthanc_config(cls, config: Mapping[str, Any]) -> Settings:
+        section = config.get("Teachfile", {}) or {}
+        if not isinstance(section, Mapping):
+            raise ConfigError("the Teachfile configuration section must be an object")
+        default_cfg = Path(__file__).resolve().parents[2] / "orthanc-config"
+        data_default = Path(config.get("StorageDirectory", "OrthancStorage")) / "teachfile"
+        testing = section.get("Testing", {}) or {}
+        force = testing.get("ForceFailure")
+        if force not in (None, "refusal", "exception"):
+            raise ConfigError("Teachfile.Testing.ForceFailure must be 'refusal' or 'exception'")
+        return cls(
+            profile=str(section.get("Profile", "teaching")),
+            config_dir=Path(section.get("ConfigDirectory", default_cfg)),
+            data_dir=Path(section.get("DataDirectory", data_default)),
+            force_failure=force,
+            bypass_reception=bool(testing.get("BypassReception", False)),
+            max_refusals=int(section.get("MaxRefusals", 1000)),
+        )
+
+
+class Service:
+    """Everything the plugin does, minus the Orthanc calls."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        env = os.environ if environ is None else environ
+        self.key = load_or_create_key(settings.data_dir / "pseudonym.key", env)
+        self.key_fingerprint = fingerprint(self.key)
+        self.profile: Profile = load_profile(settings.profile, settings.config_dir)
+        self.pseudonymizer = Pseudonymizer(self.key)
+        self.transcode_policy = TranscodePolicy.from_mapping(self.profile.transcoding)
+        self.reception = Reception(Deidentifier(self.profile, self.pseudonymizer),
+                                   self.transcode_policy, settings.force_failure)
+        self.state = NodeState(settings.max_refusals)
+        self.versions: dict[str, str] = {"version": __version__}
+        self._lock = threading.Lock()
+        #: thread id -> tombstone bytes awaiting the C-STORE filter on that same thread.
+        self._pending_tombstones: dict[int, bytes] = {}
+        #: thread id -> (origin label, refusals seen) while the plugin itself uploads for a
+        #: REST or STOW-RS client, so refusals are attributed and reported to that client.
+        self._uploads: dict[int, list[Refusal]] = {}
+        self._upload_origin: dict[int, str] = {}
+        #: thread id -> the refusal behind a pending tombstone (to add the calling AET).
+        self._last_dicom_refusal: dict[int, Refusal] = {}
+
+    # -- reception -------------------------------------------------------------------------
+
+    def receive(self, raw: bytes, origin: str) -> tuple[str, bytes | None]:
+        """Decide on one instance: ``("modify", bytes)`` or ``("keep", None)`` (test bypass)."""
+        tid = threading.get_ident()
+        with self._lock:
+            self._pending_tombstones.pop(tid, None)
+            origin = self._upload_origin.get(tid, origin)
+        self.state.count("received")
+        if self.settings.bypass_reception:
+            return "keep", None
+        decision = self.reception.process(raw)
+        if decision.store:
+            self.state.count("stored")
+            if decision.transcoded:
+                self.state.count("transcoded")
+            else:
+                self.state.count("not_transcoded", decision.kept_reason or "unknown")
+            return "modify", decision.data
+        self._record_refusal(decision, origin)
+        if origin == "dicom":
+            tomb = make_tombstone()
+            with self._lock:
+                self._pending_tombstones[tid] = tomb
+            return "modify", tomb
+        return "modify", UNSTORABLE
+
+    def _record_refusal(self, decision: Decision, origin: str, aet: str | None = None) -> None:
+        refusal = Refusal(time.time(), origin, aet, decision.reason or "internal-error",
+                          decision.uid_hash, decision.detail)
+        self.state.refuse(refusal)
+        tid = threading.get_ident()
+        with self._lock:
+            if tid in self._uploads:
+                self._uploads[tid].append(refusal)
+            if origin == "dicom":
+                self._last_dicom_refusal[tid] = refusal
+        log.warning("refused an instance: origin=%s reason=%s uid-hash=%s detail=%s",
+                    origin, refusal.reason, refusal.uid_hash, refusal.detail)
+
+    def cstore_filter(self, instance_bytes_size: int, get_bytes: Any, calling_aet: str) -> int:
+        """DIMSE status for an instance that reached the C-STORE filter (0 stores it).
+
+        ``get_bytes`` is only called when this thread has a pending tombstone, so accepted
+        instances cost one dictionary lookup.
+        """
+        tid = threading.get_ident()
+        with self._lock:
+            tomb = self._pending_tombstones.pop(tid, None)
+            refusal = self._last_dicom_refusal.pop(tid, None)
+        if tomb is None:
+            return 0
+        if instance_bytes_size != len(tomb) or bytes(get_bytes()) != tomb:
+            # A stale entry from a C-STORE that never reached the filter: not this instance.
+            return 0
+        if refusal is not None and calling_aet:
+            self.state.replace_refusal(refusal, replace(refusal, calling_aet=calling_aet))
+        if refusal is not None and refusal.reason == "parse-error":
+            return STATUS_CANNOT_UNDERSTAND
+        return STATUS_PROCESSING_FAILURE
+
+    # -- uploads the plugin performs for HTTP clients ---------------------------------------
+
+    def begin_upload(self, origin: str) -> None:
+        tid = threading.get_ident()
+        with self._lock:
+            self._uploads[tid] = []
+            self._upload_origin[tid] = origin
+
+    def end_upload(self) -> list[Refusal]:
+        tid = threading.get_ident()
+        with self._lock:
+            self._upload_origin.pop(tid, None)
+            return self._uploads.pop(tid, [])
+
+    # -- second line of defence ---------------------------------------------------------------
+
+    def verify_stored(self, data: bytes) -> bool:
+        """True when a stored instance carries this node's valid seal."""
+        try:
+            import pydicom
+
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            return bool(seal.verify(ds, self.pseudonymizer))
+        except Exception:  # noqa: BLE001 - unreadable means unverified
+            return False
+
+    def alarm(self, reason: str) -> None:
+        self.state.count("alarms", reason)
+        log.error("second line of defence: deleted an unverified stored instance (%s)", reason)
+
+    # -- REST ---------------------------------------------------------------------------------
+
+    def profile_json(self) -> dict[str, Any]:
+        p = self.profile
+        return {
+            "name": p.name,
+            "version": p.version,
+            "options": sorted(p.options),
+            "transcoding": dict(p.transcoding or {}),
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            **self.versions,
+            "profile": {"name": self.profile.name, "version": self.profile.version},
+            "key_fingerprint": self.key_fingerprint,
+            "counters": self.state.snapshot(),
+            "uptime_seconds": round(time.time() - self.state.started, 1),
+        }
+
+
+def make_tombstone() -> bytes:
+    """A minimal, PHI-free instance that stands in for a refused one until the C-STORE filter
+    refuses it; unique so the filter can tell it from any real instance."""
+    import secrets
+
+    uid = "2.25." + str(int.from_bytes(secrets.token_bytes(15), "big"))
+    ds = Dataset()
+    ds.SOPClassUID = _TOMBSTONE_CLASS
+    ds.SOPInstanceUID = uid
+    ds.StudyInstanceUID = uid + ".1"
+    ds.SeriesInstanceUID = uid + ".2"
+    ds.PatientID = "TEACHFILE-REFUSED"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = _TOMBSTONE_CLASS
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def refusal_body(refusals: list[Refusal]) -> tuple[int, bytes]:
+    """HTTP status and JSON body for an upload some of whose instances were refused."""
+    status = 400 if refusals and all(r.reason == "parse-error" for r in refusals) else 422
+    body = {
+        "Status": "Refused",
+        "HttpStatus": status,
+        "Message": "the node refused the upload: it could not make it safe to store",
+        "Refusals": [
+            {**r.as_json(), "explanation": REASONS.get(r.reason, "")} for r in refusals
+        ],
+    }
+    return status, json.dumps(body, indent=2).encode()

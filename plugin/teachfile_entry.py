@@ -1,0 +1,205 @@
+"""The script Orthanc's ``PythonScript`` loads: it wires callbacks and translates, nothing else.
+
+This is the only module that imports ``orthanc``. Every callback is wrapped so that an error
+means "not stored": Orthanc's received-instance callback fails OPEN (an exception stores the
+original), so no exception may ever leave it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import site
+import sys
+import threading
+from pathlib import Path
+
+import orthanc
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
+# A venv beside the checkout (scripts/setup) when the launcher did not set PYTHONPATH.
+for _sp in sorted((_HERE.parent / ".venv" / "lib").glob("python3*/site-packages")):
+    if str(_sp) not in sys.path:
+        site.addsitedir(str(_sp))
+
+_MODIFY = orthanc.ReceivedInstanceAction.MODIFY
+_KEEP = orthanc.ReceivedInstanceAction.KEEP_AS_IS
+_ORIGINS = {
+    orthanc.InstanceOrigin.DICOM_PROTOCOL: "dicom",
+    orthanc.InstanceOrigin.REST_API: "rest",
+    orthanc.InstanceOrigin.PLUGIN: "plugin",
+    orthanc.InstanceOrigin.LUA: "lua",
+    orthanc.InstanceOrigin.WEB_DAV: "webdav",
+}
+_REFUSE_EVERYTHING = b"TEACHFILE-REFUSED"
+_PROCESSING_FAILURE = 0x0110
+
+
+class _OrthancLogHandler(logging.Handler):
+    """Route the package's logging to Orthanc's log, so operators read one log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record)
+            if record.levelno >= logging.ERROR:
+                orthanc.LogError(msg)
+            elif record.levelno >= logging.WARNING:
+                orthanc.LogWarning(msg)
+            else:
+                orthanc.LogInfo(msg)
+        except Exception:  # noqa: BLE001 - logging must never break a callback
+            pass
+
+
+_logger = logging.getLogger("teachfile")
+_logger.addHandler(_OrthancLogHandler())
+_logger.setLevel(logging.INFO)
+_logger.propagate = False
+
+try:
+    from teachfile import rest
+    from teachfile.service import Service, Settings, refusal_body
+
+    _service: Service | None = Service(
+        Settings.from_orthanc_config(json.loads(orthanc.GetConfiguration())))
+except Exception as _exc:  # noqa: BLE001
+    # Fail closed: a node that cannot load its profile or key refuses every instance.
+    _service = None
+    orthanc.LogError(f"teachfile: cannot start ({type(_exc).__name__}: {_exc}); "
+                     "every received instance will be refused")
+
+
+def _on_received(raw: bytes, origin: object) -> tuple[object, bytes | None]:
+    try:
+        if _service is None:
+            return _MODIFY, _REFUSE_EVERYTHING
+        action, data = _service.receive(raw, _ORIGINS.get(origin, "unknown"))
+        if action == "keep":
+            return _KEEP, None
+        if not data:
+            return _MODIFY, _REFUSE_EVERYTHING
+        return _MODIFY, data
+    except BaseException:  # noqa: BLE001 - fail closed, whatever happened
+        return _MODIFY, _REFUSE_EVERYTHING
+
+
+def _on_cstore(instance: orthanc.DicomInstance) -> int:
+    try:
+        if _service is None:
+            return _PROCESSING_FAILURE
+        return _service.cstore_filter(instance.GetInstanceSize(), instance.GetInstanceData,
+                                      instance.GetInstanceRemoteAet())
+    except BaseException:  # noqa: BLE001
+        return _PROCESSING_FAILURE
+
+
+# Deleting from inside the on-stored callback could deadlock Orthanc: a worker thread does it.
+_to_delete: queue.Queue[str] = queue.Queue()
+
+
+def _delete_worker() -> None:
+    while True:
+        instance_id = _to_delete.get()
+        try:
+            orthanc.RestApiDelete(f"/instances/{instance_id}")
+        except Exception as exc:  # noqa: BLE001
+            orthanc.LogError(f"teachfile: could not delete unverified instance {instance_id}: "
+                             f"{type(exc).__name__}")
+
+
+def _on_stored(instance: orthanc.DicomInstance, instance_id: str) -> None:
+    try:
+        if _service is not None and _service.verify_stored(instance.GetInstanceData()):
+            return
+        reason = "unsealed"
+    except BaseException:  # noqa: BLE001
+        reason = "verify-error"
+    if _service is not None:
+        _service.alarm(reason)
+    _to_delete.put(instance_id)
+
+
+def _answer(output: orthanc.RestOutput, status: int, body: bytes) -> None:
+    if status == 200:
+        output.AnswerBuffer(body, "application/json")
+    else:
+        output.SendHttpStatus(status, body)
+
+
+def _versions() -> None:
+    """Fill in Orthanc's and the Python plugin's versions once (not from a sync callback)."""
+    if _service is None or "orthanc_version" in _service.versions:
+        return
+    system = json.loads(orthanc.RestApiGet("/system"))
+    _service.versions["orthanc_version"] = system.get("Version", "unknown")
+    try:
+        plugin = json.loads(orthanc.RestApiGet("/plugins/python"))
+        _service.versions["python_plugin_version"] = plugin.get("Version", "unknown")
+    except Exception:  # noqa: BLE001
+        _service.versions["python_plugin_version"] = "unknown"
+    _service.versions["python_version"] = sys.version.split()[0]
+
+
+def _on_teachfile_rest(output: orthanc.RestOutput, uri: str, **request: object) -> None:
+    if _service is None:
+        _answer(output, 503, b'{"error": "teachfile failed to start; see the Orthanc log"}')
+        return
+    try:
+        _versions()
+        req = rest.Request(str(request.get("method")), uri, dict(request.get("get") or {}),
+                           bytes(request.get("body") or b""))
+        resp = rest.dispatch(_service, req)
+        _answer(output, resp.status, resp.encode())
+    except Exception as exc:  # noqa: BLE001
+        _logger.error("REST handler failed: %s", type(exc).__name__)
+        _answer(output, 500, b'{"error": "internal error", "status": 500}')
+
+
+def _query_string(get: dict[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    return ("?" + urlencode(get)) if get else ""
+
+
+def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> None:
+    """``/instances``: uploads go through the plugin so a refusal is an HTTP error."""
+    method = request.get("method")
+    if method == "GET":
+        body = orthanc.RestApiGet(uri + _query_string(dict(request.get("get") or {})))
+        output.AnswerBuffer(body, "application/json")
+        return
+    if method != "POST":
+        output.SendMethodNotAllowed("GET,POST")
+        return
+    if _service is None:
+        _answer(output, 503, b'{"error": "teachfile failed to start; nothing is stored"}')
+        return
+    _service.begin_upload("rest")
+    try:
+        try:
+            result = orthanc.RestApiPost("/instances", request.get("body") or b"")
+        except Exception:  # noqa: BLE001 - Orthanc refused: see what the pipeline said
+            result = None
+    finally:
+        refusals = _service.end_upload()
+    if refusals or result is None:
+        status, body = refusal_body(refusals)
+        _answer(output, status, body)
+        return
+    output.AnswerBuffer(result, "application/json")
+
+
+orthanc.RegisterReceivedInstanceCallback(_on_received)
+orthanc.RegisterIncomingCStoreInstanceFilter(_on_cstore)
+orthanc.RegisterOnStoredInstanceCallback(_on_stored)
+threading.Thread(target=_delete_worker, name="teachfile-guard", daemon=True).start()
+if _service is not None:
+    orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _on_teachfile_rest)
+    orthanc.RegisterRestCallback("/instances", _on_instances)
+    _logger.info("teachfile %s ready: profile %s, key %s, pid %d",
+                 _service.versions["version"], _service.profile.name,
+                 _service.key_fingerprint, os.getpid())

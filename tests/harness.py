@@ -1,0 +1,259 @@
+"""Real Orthanc processes for tests, and ways to send them DICOM.
+
+Nodes are started exactly as ``make run`` starts one (``teachfile.node.prepare``), on free
+loopback ports and temporary data directories. Nothing here is mocked: senders are pynetdicom,
+DCMTK's storescu/echoscu and HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import requests
+
+from teachfile import node as node_mod
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT = 90.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Node:
+    """A running Orthanc process with the teachfile plugin."""
+
+    name: str
+    aet: str
+    dicom_port: int
+    http_port: int
+    data_dir: Path
+    password: str
+    config: dict[str, Any]
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=Path)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return ("admin", self.password)
+
+    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        kw.setdefault("auth", self.auth)
+        kw.setdefault("timeout", 60)
+        return requests.request(method, self.url + path, **kw)
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("PUT", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("DELETE", path, **kw)
+
+    def status(self) -> dict[str, Any]:
+        r = self.get("/teachfile/status")
+        r.raise_for_status()
+        return r.json()
+
+    def instances(self) -> list[str]:
+        return self.get("/instances").json()
+
+    def instance_bytes(self, instance_id: str) -> bytes:
+        r = self.get(f"/instances/{instance_id}/file")
+        r.raise_for_status()
+        return r.content
+
+    def stored_datasets(self) -> list[pydicom.Dataset]:
+        return [pydicom.dcmread(io.BytesIO(self.instance_bytes(i))) for i in self.instances()]
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_until_ready(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.process.returncode}:\n"
+                                   + self.log_text()[-4000:])
+            try:
+                r = self.get("/teachfile/status", timeout=2)
+                if r.status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("Orthanc did not answer in time:\n" + self.log_text()[-4000:])
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def start_node(
+    data_dir: Path,
+    *,
+    aet: str = "TEACHFILE",
+    name: str | None = None,
+    extra_config: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    password: str = "test-admin-password",
+    dicom_port: int | None = None,
+    http_port: int | None = None,
+    wait: bool = True,
+) -> Node:
+    """Prepare and start one node; the caller stops it (the fixtures do)."""
+    settings = node_mod.NodeSettings(
+        aet=aet,
+        dicom_port=dicom_port or free_port(),
+        http_port=http_port or free_port(),
+        data_dir=data_dir,
+        extra=dict(extra_config or {}),
+    )
+    environ = {**os.environ, **(env or {}), "TEACHFILE_ADMIN_PASSWORD": password}
+    prepared = node_mod.prepare(settings, environ)
+    log_path = data_dir / "orthanc.log"
+    n = Node(name or aet, aet, settings.dicom_port, settings.http_port, data_dir,
+             prepared.password, prepared.config, log_path=log_path)
+    with open(log_path, "ab") as log:
+        n.process = subprocess.Popen(
+            node_mod.orthanc_command(prepared, verbose=False),
+            stdout=log, stderr=subprocess.STDOUT, env=node_mod.orthanc_env(environ),
+            cwd=data_dir,
+        )
+    if wait:
+        try:
+            n.wait_until_ready()
+        except Exception:
+            n.stop()
+            raise
+    return n
+
+
+# -- senders ---------------------------------------------------------------------------------
+
+
+def to_bytes(ds: pydicom.Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def send_pynetdicom(node: Node, datasets: Iterable[pydicom.Dataset],
+                    calling_aet: str = "PYNETDICOM") -> list[int]:
+    """C-STORE each dataset on one association; returns the DIMSE status of each (-1: none)."""
+    from pynetdicom import AE, StoragePresentationContexts
+
+    datasets = list(datasets)
+    ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    seen: set[tuple[str, str]] = set()
+    for ds in datasets:
+        key = (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+        if key not in seen:
+            seen.add(key)
+            ae.add_requested_context(key[0], [key[1]])
+    if not seen:
+        for ctx in StoragePresentationContexts[:10]:
+            ae.add_requested_context(ctx.abstract_syntax)
+    assoc = ae.associate(LOOPBACK, node.dicom_port, ae_title=node.aet)
+    if not assoc.is_established:
+        raise RuntimeError("association rejected or aborted")
+    statuses = []
+    try:
+        for ds in datasets:
+            st = assoc.send_c_store(ds)
+            statuses.append(int(st.Status) if st and "Status" in st else -1)
+    finally:
+        assoc.release()
+    return statuses
+
+
+def echo_pynetdicom(node: Node, calling_aet: str = "PYNETDICOM") -> int:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title=calling_aet)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(LOOPBACK, node.dicom_port, ae_title=node.aet)
+    if not assoc.is_established:
+        raise RuntimeError("association rejected or aborted")
+    try:
+        st = assoc.send_c_echo()
+        return int(st.Status) if st else -1
+    finally:
+        assoc.release()
+
+
+def dcmtk(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise RuntimeError(f"DCMTK's {tool} is not installed; run scripts/setup")
+    return path
+
+
+_STATUS_RE = re.compile(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})")
+
+
+def storescu(node: Node, files: Iterable[Path], calling_aet: str = "STORESCU",
+             extra_args: Iterable[str] = ()) -> tuple[subprocess.CompletedProcess[str], list[int]]:
+    """Send files with DCMTK's storescu; returns the process and each C-STORE's DIMSE status."""
+    cmd = [dcmtk("storescu"), "-d", "-aet", calling_aet, "-aec", node.aet, *extra_args,
+           LOOPBACK, str(node.dicom_port), *map(str, files)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    statuses = [int(m, 16) for m in _STATUS_RE.findall(proc.stdout + proc.stderr)]
+    return proc, statuses
+
+
+def echoscu(node: Node, calling_aet: str = "ECHOSCU") -> subprocess.CompletedProcess[str]:
+    cmd = [dcmtk("echoscu"), "-aet", calling_aet, "-aec", node.aet, LOOPBACK,
+           str(node.dicom_port)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def upload_rest(node: Node, data: bytes) -> requests.Response:
+    return node.post("/instances", data=data,
+                     headers={"Content-Type": "application/dicom"})
+
+
+def stow_rs(node: Node, parts: Iterable[bytes]) -> requests.Response:
+    boundary = "teachfile-test-boundary"
+    body = b""
+    for p in parts:
+        body += (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").encode() + p + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return node.post("/dicom-web/studies", data=body,
+                     headers={"Content-Type": ctype, "Accept": "application/dicom+json"})
