@@ -54,7 +54,7 @@ class Orthanc:
         self.config_path = workdir / "orthanc.json"
         self.config_path.write_text(json.dumps(config, indent=2))
         self.log_path = workdir / "orthanc.log"
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab")
         self.process = subprocess.Popen([ORTHANC, str(self.config_path)], cwd=workdir,
                                         stdout=self._log, stderr=subprocess.STDOUT)
 
@@ -134,9 +134,11 @@ def test_example_server_config_is_accepted(tmp_path: Path, orthancs: list[Orthan
     assert node.get("/peers") == ["teachfile"]
 
 
-def loopback_roster(path: Path, ports: dict[str, int], nodes: list[tuple[str, str]]) -> None:
+def loopback_roster(path: Path, ports: dict[str, int], nodes: list[tuple[str, str]],
+                    in_database: bool = False) -> None:
     """``nodes``: (name, permissions) on 127.0.0.1 with ports from ``ports``."""
     lines = [f"secret: {SECRET}", "server:", "  aet: TEACHFILE", "  host: 127.0.0.1",
+             f"  modalities_in_database: {str(in_database).lower()}",
              f"  dicom_port: {ports['server-dicom']}", f"  http_port: {ports['server-http']}",
              "  users:", "    - {name: admin, role: admin}", "participants:", "  nodes:"]
     for name, perms in nodes:
@@ -209,3 +211,30 @@ def test_apply_and_verify_against_real_nodes(tmp_path: Path, orthancs: list[Orth
     table = capsys.readouterr().out
     status = {line.split()[0]: line.split()[-1] for line in table.splitlines()[1:4]}
     assert status == {"node-a": "reachable", "node-b": "unreachable", "node-d": "unreachable"}
+
+
+@pytest.mark.parametrize("in_database", [False, True])
+def test_what_survives_a_restart(tmp_path: Path, orthancs: list[Orthanc], in_database: bool,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """REST changes persist only with DicomModalitiesInDatabase, which also makes Orthanc
+    ignore the file's modalities (so apply must run once after the first start)."""
+    ports = {f"{n}-{kind}": free_port() for n in ("server", "node-a", "node-b")
+             for kind in ("dicom", "http")}
+    roster_path = tmp_path / "roster.yaml"
+    loopback_roster(roster_path, ports, [("node-a", "echo"), ("node-b", "echo")], in_database)
+    out = tmp_path / "out"
+    assert main(["roster", "render", str(roster_path), "-o", str(out)]) == 0
+    config = json.loads((out / "server" / "orthanc.json").read_text())
+    admin = config["RegisteredUsers"]["admin"]
+    auth = ["--url", f"http://127.0.0.1:{ports['server-http']}", "--user", "admin",
+            "--password", admin]
+
+    server = start(orthancs, config, tmp_path / "server", "admin", admin)
+    assert server.get("/modalities") == ([] if in_database else ["node-a", "node-b"])
+    loopback_roster(roster_path, ports, [("node-a", "echo")], in_database)
+    assert main(["roster", "apply", str(roster_path), *auth]) == 0
+    assert server.get("/modalities") == ["node-a"]
+
+    server.stop()
+    server = start(orthancs, config, tmp_path / "server", "admin", admin)
+    assert server.get("/modalities") == (["node-a"] if in_database else ["node-a", "node-b"])

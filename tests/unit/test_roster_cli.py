@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from teachfile.cli import main
 from teachfile.roster.remote import diff_modalities
 
@@ -81,3 +82,10 @@ def test_diff_modalities() -> None:
     assert diff.lines() == ["+ new: N@127.0.0.1:104 [echo find move store]",
                             "~ moved: Port 104 -> 105", "- gone"]
     assert diff_modalities(desired, desired).empty
+
+
+def test_non_utf8_roster_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "roster.yaml"
+    bad.write_bytes(b"title: ok\ntitle2: caf\xe9\n")
+    assert main(["roster", "check", str(bad)]) == 1
+    assert f"{bad}:2:1: the roster is not UTF-8 text" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+
 from teachfile.roster import RosterError, parse_roster
 from teachfile.roster.model import derive_password, expand_pattern, host_problem
 

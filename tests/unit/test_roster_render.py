@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from teachfile.errors import ConfigError
 from teachfile.roster import Roster, load_roster, parse_roster
 from teachfile.roster.render import node_config, render, server_config, write

@@ -194,6 +194,10 @@ def load_roster(path: Path | str, environ: Mapping[str, str] | None = None) -> R
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read roster {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise RosterError([Diagnostic(str(path), line, 1, "the roster is not UTF-8 text")]) \
+            from None
     return parse_roster(text, str(path), environ)
 
 
