@@ -43,9 +43,11 @@ class Orthanc:
     """One plain Orthanc process on a rendered configuration, adapted only for ports/paths."""
 
     def __init__(self, config: dict[str, Any], workdir: Path, user: str, password: str,
-                 http_port: int | None = None, dicom_port: int | None = None) -> None:
+                 http_port: int | None = None, dicom_port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        config = {k: v for k, v in config.items() if k not in ("Plugins", "PythonScript")}
+        if env is None:  # plain Orthanc
+            config = {k: v for k, v in config.items() if k not in ("Plugins", "PythonScript")}
         config["StorageDirectory"] = config["IndexDirectory"] = str(workdir / "db")
         config["HttpPort"] = http_port or config["HttpPort"]
         config["DicomPort"] = dicom_port or config["DicomPort"]
@@ -55,7 +57,7 @@ class Orthanc:
         self.config_path.write_text(json.dumps(config, indent=2))
         self.log_path = workdir / "orthanc.log"
         self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen([ORTHANC, str(self.config_path)], cwd=workdir,
+        self.process = subprocess.Popen([ORTHANC, str(self.config_path)], cwd=workdir, env=env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, seconds: float = 60.0) -> None:
@@ -132,6 +134,26 @@ def test_example_server_config_is_accepted(tmp_path: Path, orthancs: list[Orthan
                  free_port())
     assert node.get("/modalities") == ["teachfile"]
     assert node.get("/peers") == ["teachfile"]
+
+
+def test_example_server_config_runs_the_plugin(tmp_path: Path, orthancs: list[Orthanc]) -> None:
+    """The rendered server configuration, plugin included, adapted only for ports and paths."""
+    node = pytest.importorskip("teachfile.node")
+    if not all(hasattr(node, n) for n in ("orthanc_env", "ENTRY_SCRIPT", "CONFIG_DIR")):
+        pytest.skip("teachfile.node does not expose the launcher's paths")
+    if not Path(node.ENTRY_SCRIPT).is_file():
+        pytest.skip("no plugin entry script")
+    config = json.loads(render(load_roster(EXAMPLE, environ={}))["server/orthanc.json"])
+    config["PythonScript"] = str(node.ENTRY_SCRIPT)
+    config["Teachfile"].update(ConfigDirectory=str(node.CONFIG_DIR),
+                               DataDirectory=str(tmp_path / "server" / "teachfile"))
+    admin = config["RegisteredUsers"]["admin"]
+    server = start(orthancs, config, tmp_path / "server", "admin", admin, free_port(),
+                   free_port(), env=node.orthanc_env())
+    assert "python" in server.get("/plugins")
+    status = server.get("/teachfile/status")
+    assert status["profile"]["name"] == "teaching"
+    assert len(server.get("/modalities")) == 20
 
 
 def loopback_roster(path: Path, ports: dict[str, int], nodes: list[tuple[str, str]],

@@ -100,6 +100,12 @@ def _plugin(roster: Roster, roles: dict[str, str]) -> dict[str, Any]:
     return {
         "Plugins": [pl.plugins],
         "PythonScript": pl.python_script,
+        "PythonVerbose": False,
+        # As the node launcher does: jobs are not resumed after a restart, GDCM decodes J2K for
+        # clients that cannot take it, DICOMweb is on.
+        "SaveJobs": False,
+        "Gdcm": {"Enable": True},
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
         "StorageDirectory": pl.storage_directory,
         "IndexDirectory": pl.storage_directory,
         "Teachfile": {"Profile": pl.profile, "ConfigDirectory": pl.config_directory,
