@@ -126,8 +126,12 @@ def _on_stored(instance: orthanc.DicomInstance, instance_id: str) -> None:
 def _answer(output: orthanc.RestOutput, status: int, body: bytes) -> None:
     if status == 200:
         output.AnswerBuffer(body, "application/json")
-    else:
-        output.SendHttpStatus(status, body)
+        return
+    try:
+        output.SendHttpStatus(status, body)  # plugin >= 4.1: (status, body)
+    except TypeError:
+        text = body.decode()
+        output.SendHttpStatus(status, text, len(body))  # plugin 4.0: (status, str, size)
 
 
 def _versions() -> None:

@@ -101,6 +101,9 @@ def build_config(settings: NodeSettings, password: str) -> dict[str, Any]:
         "PythonVerbose": False,
         # Jobs are not resumed from a previous run; transient by design on a teaching node.
         "SaveJobs": False,
+        # Pseudonyms are deterministic: a re-sent or re-labelled case (/modify keeping its UIDs)
+        # must replace the stored instance rather than fail as "already stored".
+        "OverwriteInstances": True,
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
         # Transcoding happens in the plugin; GDCM stays loaded to decode J2K for clients that
         # cannot take it.
