@@ -1,0 +1,304 @@
+"""Scale-out, natively: two teaching-file nodes over one PostgreSQL index and one storage
+directory, as the Orthanc team runs several Orthancs on the same database (and as the Docker
+``scale`` profile does).
+
+PostgreSQL and ``orthanc-postgresql`` come from Debian (``scripts/setup --postgres``). Each test
+module starts its own throw-away PostgreSQL cluster on a free loopback port; nothing touches a
+system cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from harness import LOOPBACK, Node, free_port, send_pynetdicom
+from teachfile import node as node_mod
+
+PG_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
+J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
+N_INSTANCES = 12  # two series of six, alternately sent to each node
+PATIENT_NAME = "PHIQSCALEA^PHIQSCALEB"
+PATIENT_ID = "PHIQSCALEC"
+
+pytestmark = pytest.mark.integration
+
+
+def _pg_bindir() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                   else 0)
+    return found[-1].parent if found else None
+
+
+@dataclass(frozen=True)
+class Postgres:
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str
+
+    def orthanc_section(self) -> dict[str, Any]:
+        # Lock false: several Orthancs share this index (the Orthanc book's scale-out recipe).
+        return {"EnableIndex": True, "EnableStorage": False, "Host": self.host,
+                "Port": self.port, "Database": self.database, "Username": self.user,
+                "Password": self.password, "Lock": False, "IndexConnectionsCount": 2}
+
+
+def _as_pg_user(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the ``postgres`` account then."""
+    if os.geteuid() != 0:
+        return cmd
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        pytest.skip("running as root without runuser: cannot start PostgreSQL as 'postgres'")
+    return [runuser, "-u", "postgres", "--", *cmd]
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """A private PostgreSQL cluster in a temporary directory, on a free loopback port."""
+    bindir = _pg_bindir()
+    if bindir is None or not PG_PLUGIN.exists():
+        pytest.skip("PostgreSQL or orthanc-postgresql is not installed: run "
+                    "`scripts/setup --postgres` to run the scale-out tests")
+    # Not under pytest's tmp dirs: they are private to this user, and the server may run as
+    # 'postgres', which must own its data directory.
+    base = Path(tempfile.mkdtemp(prefix="teachfile-pg-"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    password = secrets.token_urlsafe(12)
+    pwfile = base / "pw"
+    pwfile.write_text(password + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        for p in (sock, pwfile):
+            shutil.chown(p, "postgres")
+    port = free_port()
+    log = base / "postgres.log"
+
+    def run(cmd: list[str]) -> None:
+        proc = subprocess.run(_as_pg_user(cmd), capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{Path(cmd[0]).name} failed:\n{proc.stdout}\n{proc.stderr}")
+
+    try:
+        run([str(bindir / "initdb"), "-D", str(data), "-U", "teachfile", "-E", "UTF8",
+             "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"])
+        run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
+             "-o", f"-h {LOOPBACK} -p {port} -k {sock} -c fsync=off", "start"])
+        try:
+            run([str(bindir / "createdb"), "-h", str(sock), "-p", str(port), "-U", "teachfile",
+                 "orthanc"])
+            yield Postgres(LOOPBACK, port, "orthanc", "teachfile", password)
+        finally:
+            run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _drop_index(pg: Postgres) -> None:
+    """Start each test from an empty index: drop and re-create the database."""
+    bindir = _pg_bindir()
+    assert bindir is not None
+    env = {**os.environ, "PGPASSWORD": pg.password}
+    for tool in ("dropdb", "createdb"):
+        subprocess.run([str(bindir / tool), "-h", pg.host, "-p", str(pg.port), "-U", pg.user,
+                        pg.database], check=True, capture_output=True, env=env, timeout=60)
+
+
+@dataclass
+class Cluster:
+    a: Node
+    b: Node
+    storage: Path
+
+
+def _start_pair(node_factory: Callable[..., Node], pg: Postgres, storage: Path,
+                key_a: str, key_b: str) -> Cluster:
+    extra = {
+        "Plugins": [*node_mod.plugin_paths(), str(PG_PLUGIN)],
+        "PostgreSQL": pg.orthanc_section(),
+        "StorageDirectory": str(storage),
+        "SaveJobs": False,
+    }
+    # One after the other, as an operator would: the first one creates the index schema.
+    a = node_factory(aet="SCALEA", extra_config=extra, env={"TEACHFILE_KEY": key_a})
+    b = node_factory(aet="SCALEB", extra_config=extra, env={"TEACHFILE_KEY": key_b})
+    return Cluster(a, b, storage)
+
+
+@pytest.fixture
+def fresh_index(postgres: Postgres, tmp_path: Path) -> tuple[Postgres, Path]:
+    _drop_index(postgres)
+    storage = tmp_path / "shared-storage"
+    storage.mkdir()
+    return postgres, storage
+
+
+def _study() -> list[pydicom.Dataset]:
+    """One patient, one study, two series: distinct SOP Instance UIDs, identifying values."""
+    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    study_uid = pydicom.uid.generate_uid()
+    series = [pydicom.uid.generate_uid() for _ in range(2)]
+    out = []
+    for i in range(N_INSTANCES):
+        ds = copy.deepcopy(base)
+        ds.PatientName = PATIENT_NAME
+        ds.PatientID = PATIENT_ID
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series[i % 2]
+        ds.SeriesNumber = 1 + i % 2
+        ds.InstanceNumber = 1 + i // 2
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        out.append(ds)
+    return out
+
+
+def _send_concurrently(cluster: Cluster, datasets: list[pydicom.Dataset]) -> dict[str, list[int]]:
+    """Even-numbered instances to node A, odd ones to node B, both associations at once."""
+    halves = {"a": (cluster.a, datasets[0::2]), "b": (cluster.b, datasets[1::2])}
+    results: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def send(name: str) -> None:
+        node, part = halves[name]
+        try:
+            start.wait(timeout=60)
+            results[name] = send_pynetdicom(node, part, calling_aet=f"MODALITY{name.upper()}")
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in halves]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _resources(node: Node) -> dict[str, list[str]]:
+    return {level: sorted(node.get(f"/{level}").json())
+            for level in ("patients", "studies", "series", "instances")}
+
+
+def _stored(node: Node) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(io.BytesIO(node.instance_bytes(i))) for i in node.instances()]
+
+
+def test_two_nodes_one_index_one_key_make_one_consistent_study(
+        node_factory: Callable[..., Node], fresh_index: tuple[Postgres, Path]) -> None:
+    pg, storage = fresh_index
+    key = secrets.token_hex(32)
+    cluster = _start_pair(node_factory, pg, storage, key, key)
+    assert cluster.a.status()["key_fingerprint"] == cluster.b.status()["key_fingerprint"]
+
+    originals = _study()
+    results = _send_concurrently(cluster, originals)
+    assert results["a"] == [0] * len(originals[0::2])
+    assert results["b"] == [0] * len(originals[1::2])
+
+    # Both nodes see the same index: one patient, one study, two series, nothing lost.
+    seen_a, seen_b = _resources(cluster.a), _resources(cluster.b)
+    assert seen_a == seen_b
+    assert len(seen_a["patients"]) == 1
+    assert len(seen_a["studies"]) == 1
+    assert len(seen_a["series"]) == 2
+    assert len(seen_a["instances"]) == N_INSTANCES
+    # Each node did half of the work (the plugin ran on both).
+    stored_a = cluster.a.status()["counters"]["stored"]
+    stored_b = cluster.b.status()["counters"]["stored"]
+    assert (stored_a, stored_b) == (len(originals[0::2]), len(originals[1::2]))
+
+    # Every file is readable through either node (shared storage), de-identified, in J2K,
+    # with the same pseudonyms whichever node made it; no original UID survives.
+    from_a = {str(ds.SOPInstanceUID): ds for ds in _stored(cluster.a)}
+    from_b = {str(ds.SOPInstanceUID): ds for ds in _stored(cluster.b)}
+    assert from_a.keys() == from_b.keys()
+    assert len(from_a) == N_INSTANCES
+    original_uids = {str(ds.SOPInstanceUID) for ds in originals}
+    assert not original_uids & from_a.keys()
+    stored = list(from_a.values())
+    assert {str(ds.PatientName) for ds in stored} != {PATIENT_NAME}
+    assert len({str(ds.PatientName) for ds in stored}) == 1
+    assert len({str(ds.PatientID) for ds in stored}) == 1
+    assert {str(ds.PatientID) for ds in stored} != {PATIENT_ID}
+    assert len({str(ds.StudyInstanceUID) for ds in stored}) == 1
+    assert str(stored[0].StudyInstanceUID) != str(originals[0].StudyInstanceUID)
+    assert len({str(ds.SeriesInstanceUID) for ds in stored}) == 2
+    for ds in stored:
+        assert ds.PatientIdentityRemoved == "YES"
+        assert str(ds.file_meta.TransferSyntaxUID) in J2K
+        assert PATIENT_NAME.split("^")[0] not in str(ds.PatientName)
+
+    # The same instances sent again, each to the OTHER node: the same pseudonymous UIDs come
+    # out, so nothing is duplicated.
+    swapped = originals[1::2] + originals[0::2]
+    again = _send_concurrently(cluster, swapped)
+    assert set(again["a"]) == {0} and set(again["b"]) == {0}
+    assert _resources(cluster.a) == seen_a
+    assert _resources(cluster.b) == seen_a
+
+    # When the key check is wired, both nodes report the shared key as good.
+    for n in (cluster.a, cluster.b):
+        check = n.status().get("key_check")
+        if check is not None:
+            assert check["state"] in ("first", "match"), check
+            assert check["may_receive"] is True
+
+
+def test_nodes_with_different_keys_are_caught(
+        node_factory: Callable[..., Node], fresh_index: tuple[Postgres, Path]) -> None:
+    """Mixed keys split studies; the second node must say so and refuse to receive."""
+    pg, storage = fresh_index
+    cluster = _start_pair(node_factory, pg, storage, secrets.token_hex(32),
+                          secrets.token_hex(32))
+    status_a, status_b = cluster.a.status(), cluster.b.status()
+    assert status_a["key_fingerprint"] != status_b["key_fingerprint"]
+    originals = _study()
+
+    if "key_check" not in status_b:
+        # Show the hazard the check exists for, then report the missing wiring.
+        results = _send_concurrently(cluster, originals)
+        assert set(results["a"]) == {0} and set(results["b"]) == {0}
+        assert len(_resources(cluster.a)["studies"]) == 2, "mixed keys should split the study"
+        pytest.xfail("the key check (teachfile.keycheck) is not wired into the entry script "
+                     "yet: /teachfile/status has no 'key_check', so a node with another key "
+                     "silently splits studies (shown above: 1 study became 2)")
+
+    # The first node defined the cluster's key; the second one is told it differs.
+    assert status_a["key_check"]["state"] in ("first", "match")
+    check_b = status_b["key_check"]
+    assert check_b["state"] == "mismatch", check_b
+    assert check_b["may_receive"] is False
+    assert check_b["cluster_fingerprint"] == status_a["key_fingerprint"]
+    assert check_b["local_fingerprint"] == status_b["key_fingerprint"]
+
+    results = _send_concurrently(cluster, originals)
+    assert set(results["a"]) == {0}
+    assert results["b"] and all(s != 0 for s in results["b"]), results["b"]
+    resources = _resources(cluster.a)
+    assert len(resources["studies"]) == 1
+    assert len(resources["instances"]) == len(originals[0::2])
+    counters_b = cluster.b.status()["counters"]
+    assert counters_b["stored"] == 0
+    assert counters_b["refused"] == len(originals[1::2])
