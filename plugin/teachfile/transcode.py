@@ -460,12 +460,19 @@ def _verify(streams: list[bytes], frames: list[np.ndarray], target: _Target,
     return True
 
 
+_IMMUTABLE = (str, int, float, bytes, type(None))
+
+
 def _clone_without_pixels(ds: Dataset) -> Dataset:
-    """A deep copy that does not copy the (possibly huge) pixel data twice."""
+    """A copy that shares no mutable value with ``ds`` and does not copy the (possibly huge)
+    pixel data twice. Elements holding an immutable value get a shallow copy (a new element
+    object, the same str/int/bytes): deep-copying every element cost ~2.5 ms of a ~35 ms
+    512x512 slice. Sequences and multi-values are still deep-copied."""
     out = Dataset()
     for elem in ds:
-        if elem.tag != _PIXEL_DATA:
-            out.add(copy.deepcopy(elem))
+        if elem.tag == _PIXEL_DATA:
+            continue
+        out.add(copy.copy(elem) if isinstance(elem.value, _IMMUTABLE) else copy.deepcopy(elem))
     meta = getattr(ds, "file_meta", None)
     out.file_meta = copy.deepcopy(meta) if meta is not None else FileMetaDataset()
     if getattr(ds, "preamble", None) is not None:
