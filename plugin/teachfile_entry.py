@@ -62,6 +62,7 @@ _logger.propagate = False
 
 try:
     from teachfile import rest
+    from teachfile.roles import basic_user
     from teachfile.service import Service, Settings, refusal_body
 
     _service: Service | None = Service(
@@ -148,15 +149,41 @@ def _versions() -> None:
     _service.versions["python_version"] = sys.version.split()[0]
 
 
+class _Reader:
+    """Orthanc's internal REST API, read-only, for the handlers."""
+
+    def get(self, uri: str) -> bytes:
+        return orthanc.RestApiGet(uri)
+
+
+def _on_http_request(uri: str, **request: object) -> bool:
+    """Roles, on every HTTP request (Orthanc has already checked the password)."""
+    try:
+        if _service is None:
+            return str(request.get("method", "")).upper() in ("GET", "HEAD")
+        method = request.get("method")
+        name = {orthanc.HttpMethod.GET: "GET", orthanc.HttpMethod.POST: "POST",
+                orthanc.HttpMethod.PUT: "PUT", orthanc.HttpMethod.DELETE: "DELETE"}.get(
+                    method, str(method).upper())
+        user = basic_user(dict(request.get("headers") or {}))
+        return _service.roles.allows(user, name, uri)
+    except BaseException:  # noqa: BLE001 - fail closed
+        return False
+
+
 def _on_teachfile_rest(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     if _service is None:
         _answer(output, 503, b'{"error": "teachfile failed to start; see the Orthanc log"}')
         return
     try:
         _versions()
+        headers = dict(request.get("headers") or {})
         req = rest.Request(str(request.get("method")), uri, dict(request.get("get") or {}),
-                           bytes(request.get("body") or b""))
+                           bytes(request.get("body") or b""), basic_user(headers), _Reader())
         resp = rest.dispatch(_service, req)
+        if resp.status == 405:  # Orthanc insists on its dedicated call for 405
+            output.SendMethodNotAllowed(resp.body["allow"])
+            return
         _answer(output, resp.status, resp.encode())
     except Exception as exc:  # noqa: BLE001
         _logger.error("REST handler failed: %s", type(exc).__name__)
@@ -200,6 +227,7 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
 orthanc.RegisterReceivedInstanceCallback(_on_received)
 orthanc.RegisterIncomingCStoreInstanceFilter(_on_cstore)
 orthanc.RegisterOnStoredInstanceCallback(_on_stored)
+orthanc.RegisterIncomingHttpRequestFilter(_on_http_request)
 threading.Thread(target=_delete_worker, name="teachfile-guard", daemon=True).start()
 if _service is not None:
     orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _on_teachfile_rest)

@@ -5,12 +5,23 @@ The entry script maps Orthanc's REST callback onto :func:`dispatch`; tests can c
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Protocol
 
+import pydicom
+
+from .audit import audit_dataset
 from .service import Service
+
+
+class OrthancReader(Protocol):
+    """The slice of Orthanc's internal REST API the handlers need (read-only)."""
+
+    def get(self, uri: str) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -19,6 +30,8 @@ class Request:
     path: str
     query: Mapping[str, str]
     body: bytes = b""
+    user: str | None = None
+    orthanc: OrthancReader | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -53,14 +66,98 @@ def _profile(service: Service, req: Request) -> Response:
     return Response(200, service.profile_json())
 
 
+def _openapi(service: Service, req: Request) -> Response:
+    return Response(200, openapi_document())
+
+
+def openapi_document() -> dict[str, Any]:
+    text = resources.files("teachfile").joinpath("data/openapi.json").read_text()
+    return json.loads(text)
+
+
+AUDIT_PAGE = 100
+
+
+def _int_arg(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    value = int(raw)  # ValueError -> 400 below
+    if not lo <= value <= hi:
+        raise ValueError(name)
+    return value
+
+
+def _audit(service: Service, req: Request) -> Response:
+    """Scan stored instances, a page at a time (``offset``/``limit``): long scans progress by
+    following ``next_offset`` until it is null."""
+    if req.orthanc is None:
+        return error(503, "the audit needs the Orthanc API")
+    try:
+        body = json.loads(req.body or b"{}")
+    except ValueError:
+        return error(400, "the body must be JSON")
+    if not isinstance(body, dict):
+        return error(400, "the body must be a JSON object")
+    studies = body.get("studies", [])
+    identifiers = body.get("identifiers", [])
+    if not (isinstance(studies, list) and all(isinstance(s, str) for s in studies)):
+        return error(400, "studies must be a list of Orthanc study ids")
+    if not (isinstance(identifiers, list) and all(isinstance(s, str) for s in identifiers)):
+        return error(400, "identifiers must be a list of strings")
+    # Paging from the query string or, since Orthanc's Python plugin 4.0 does not pass the query
+    # string of a POST to plugins, from the body.
+    paging = {**{k: str(v) for k, v in body.items() if k in ("offset", "limit")}, **req.query}
+    try:
+        offset = _int_arg(paging, "offset", 0, 0, 10**9)
+        limit = _int_arg(paging, "limit", AUDIT_PAGE, 1, 1000)
+    except ValueError:
+        return error(400, "offset must be >= 0 and limit between 1 and 1000")
+    instances: list[str] = []
+    if studies:
+        for study in studies:
+            if not study.replace("-", "").isalnum():
+                return error(400, "study ids are Orthanc identifiers")
+            try:
+                items = json.loads(req.orthanc.get(f"/studies/{study}/instances"))
+            except Exception:  # noqa: BLE001 - Orthanc answers 404 by raising
+                return error(404, f"no such study: {study}")
+            instances.extend(i["ID"] for i in items)
+    else:
+        instances = json.loads(req.orthanc.get("/instances"))
+    instances.sort()
+    page = instances[offset:offset + limit]
+    results = []
+    for iid in page:
+        data = req.orthanc.get(f"/instances/{iid}/file")
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        found = audit_dataset(ds, service.pseudonymizer, service.profile, identifiers)
+        results.append({"instance": iid, "clean": not found,
+                        "findings": [f.as_json() for f in found]})
+    end = offset + len(page)
+    return Response(200, {
+        "total": len(instances),
+        "offset": offset,
+        "limit": limit,
+        "scanned": len(page),
+        "next_offset": end if end < len(instances) else None,
+        "progress": round(end / len(instances), 4) if instances else 1.0,
+        "clean": sum(1 for r in results if r["clean"]),
+        "with_findings": sum(1 for r in results if not r["clean"]),
+        "instances": results,
+    })
+
+
 _ROUTES: dict[str, tuple[str, Callable[[Service, Request], Response]]] = {
     "/teachfile/status": ("GET", _status),
     "/teachfile/refusals": ("GET", _refusals),
     "/teachfile/profile": ("GET", _profile),
+    "/teachfile/openapi.json": ("GET", _openapi),
+    "/teachfile/audit": ("POST", _audit),
 }
 
 #: The regular expression the entry script registers with Orthanc.
-ROUTE_REGEX = "/teachfile/(status|refusals|profile)"
+ROUTE_REGEX = "/teachfile/.*"
 
 
 def dispatch(service: Service, req: Request) -> Response:
@@ -69,5 +166,7 @@ def dispatch(service: Service, req: Request) -> Response:
         return error(404, f"no such endpoint: {req.path}")
     method, handler = route
     if req.method != method:
-        return error(405, f"{req.path} answers {method} only")
+        resp = error(405, f"{req.path} answers {method} only")
+        resp.body["allow"] = method
+        return resp
     return handler(service, req)

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from .keys import fingerprint, load_or_create_key
 from .pipeline import Decision, Reception
 from .profile import Profile, load_profile
 from .pseudonym import Pseudonymizer
+from .roles import Roles
 from .state import NodeState, Refusal
 from .transcode import TranscodePolicy
 
@@ -60,6 +61,8 @@ class Settings:
     force_failure: str | None = None
     bypass_reception: bool = False
     max_refusals: int = 1000
+    roles: Mapping[str, str] = field(default_factory=dict)
+    users: tuple[str, ...] = ()
 
     @classmethod
     def from_orthanc_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -79,6 +82,8 @@ class Settings:
             force_failure=force,
             bypass_reception=bool(testing.get("BypassReception", False)),
             max_refusals=int(section.get("MaxRefusals", 1000)),
+            roles=dict(section.get("Roles", {}) or {}),
+            users=tuple((config.get("RegisteredUsers") or {}).keys()),
         )
 
 
@@ -96,6 +101,7 @@ class Service:
         self.reception = Reception(Deidentifier(self.profile, self.pseudonymizer),
                                    self.transcode_policy, settings.force_failure)
         self.state = NodeState(settings.max_refusals)
+        self.roles = Roles.from_config(settings.roles, dict.fromkeys(settings.users))
         self.versions: dict[str, str] = {"version": __version__}
         self._lock = threading.Lock()
         #: thread id -> tombstone bytes awaiting the C-STORE filter on that same thread.
@@ -202,11 +208,19 @@ class Service:
 
     def profile_json(self) -> dict[str, Any]:
         p = self.profile
+        actions = {f"({t >> 16:04X},{t & 0xFFFF:04X})": a for t, a in sorted(p.actions.items())}
+        actions.update({f"({k})": a for k, a in sorted(p.repeating.items())})
         return {
             "name": p.name,
             "version": p.version,
+            "description": p.description,
+            "table_edition": p.table_edition,
             "options": sorted(p.options),
-            "transcoding": dict(p.transcoding or {}),
+            "date_shift_days": list(p.date_shift_days),
+            "method_codes": [{"code": c, "meaning": m} for c, m in p.method_codes()],
+            "safe_private": [f"{s.group:04X},{s.creator},{s.element:02X}" for s in p.safe_private],
+            "actions": actions,
+            "transcoding": _plain(p.transcoding),
         }
 
     def status(self) -> dict[str, Any]:
@@ -217,6 +231,15 @@ class Service:
             "counters": self.state.snapshot(),
             "uptime_seconds": round(time.time() - self.state.started, 1),
         }
+
+
+def _plain(value: Any) -> Any:
+    """Read-only mappings from the profile as JSON-ready data."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def make_tombstone() -> bytes:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
+
 from harness import (
     Node,
     send_pynetdicom,
@@ -20,8 +22,6 @@ from harness import (
     upload_rest,
 )
 from phi_corpus import PhiInstance, make_phi_corpus, tokens_in
-from pydicom.data import get_testdata_file
-
 from teachfile.service import STATUS_CANNOT_UNDERSTAND, STATUS_PROCESSING_FAILURE
 
 
@@ -209,6 +209,9 @@ def test_modify_cannot_smuggle_identifiers_in(node: Node) -> None:
         assert "SMUGGLED" not in text
 
 
+_HUGE_LENGTHS = [b"\xff\xff\xff\x7f", b"\xfe\xff\xff\xff", b"\x00\x00\x00\x80"]
+
+
 def _mutations(seed: int, count: int) -> list[bytes]:
     rng = random.Random(seed)
     sources = [to_bytes(pydicom.dcmread(get_testdata_file(n)))
@@ -225,7 +228,7 @@ def _mutations(seed: int, count: int) -> list[bytes]:
                 raw[i] = rng.randrange(256)
         elif kind == 2:  # absurd lengths: overwrite a 4-byte length field with a huge value
             i = rng.randrange(132, min(len(raw) - 4, 1500))
-            raw[i:i + 4] = rng.choice([b"\xff\xff\xff\x7f", b"\xfe\xff\xff\xff", b"\x00\x00\x00\x80"])
+            raw[i:i + 4] = rng.choice(_HUGE_LENGTHS)
         else:  # bad VR codes
             i = rng.randrange(136, min(len(raw) - 2, 1500))
             raw[i:i + 2] = rng.choice([b"ZZ", b"\x00\x00", b"SQ", b"UN", b"OB"])
