@@ -38,6 +38,7 @@ REASONS: dict[str, str] = {
     "burned-in": "the pixels may carry identifying text and no pixel rule cleans them",
     "pixel-error": "cleaning the pixels failed",
     "transcode-error": "transcoding failed in a way that could not fall back safely",
+    "key-mismatch": "this node's key differs from the cluster's: storing would split studies",
     "forced-failure": "a test-only switch forced this refusal",
     "internal-error": "an unexpected error in the reception pipeline",
 }

@@ -33,6 +33,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 from . import __version__, seal
 from .deid import Deidentifier
 from .errors import REASONS, ConfigError
+from .keycheck import REASON as KEY_MISMATCH
+from .keycheck import KeyCheck, check_directory
 from .keys import fingerprint, load_or_create_key
 from .pipeline import Decision, Reception
 from .profile import Profile, load_profile
@@ -63,6 +65,9 @@ class Settings:
     max_refusals: int = 1000
     roles: Mapping[str, str] = field(default_factory=dict)
     users: tuple[str, ...] = ()
+    #: Orthanc's storage directory: shared by every node of a scale-out cluster, so the place
+    #: where the cluster's key fingerprint is recorded (see :mod:`teachfile.keycheck`).
+    storage_dir: Path | None = None
 
     @classmethod
     def from_orthanc_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -84,6 +89,7 @@ class Settings:
             max_refusals=int(section.get("MaxRefusals", 1000)),
             roles=dict(section.get("Roles", {}) or {}),
             users=tuple((config.get("RegisteredUsers") or {}).keys()),
+            storage_dir=Path(config.get("StorageDirectory", "OrthancStorage")),
         )
 
 
@@ -102,6 +108,14 @@ class Service:
                                    self.transcode_policy, settings.force_failure)
         self.state = NodeState(settings.max_refusals)
         self.roles = Roles.from_config(settings.roles, dict.fromkeys(settings.users))
+        self.key_check: KeyCheck | None = None
+        if settings.storage_dir is not None:
+            self.key_check = check_directory(settings.storage_dir, self.key_fingerprint)
+            if not self.key_check.may_receive:
+                self.state.count("alarms", KEY_MISMATCH)
+                log.error("teachfile: this node's pseudonym key differs from the one recorded "
+                          "for the shared storage; every instance will be refused (%s)",
+                          self.key_check.detail)
         self.versions: dict[str, str] = {"version": __version__}
         self._lock = threading.Lock()
         #: thread id -> tombstone bytes awaiting the C-STORE filter on that same thread.
@@ -124,7 +138,10 @@ class Service:
         self.state.count("received")
         if self.settings.bypass_reception:
             return "keep", None
-        decision = self.reception.process(raw)
+        if self.key_check is not None and not self.key_check.may_receive:
+            decision = Decision(False, reason=KEY_MISMATCH)
+        else:
+            decision = self.reception.process(raw)
         if decision.store:
             self.state.count("stored")
             if decision.transcoded:
@@ -228,6 +245,7 @@ class Service:
             **self.versions,
             "profile": {"name": self.profile.name, "version": self.profile.version},
             "key_fingerprint": self.key_fingerprint,
+            "key_check": self.key_check.as_json() if self.key_check else None,
             "counters": self.state.snapshot(),
             "uptime_seconds": round(time.time() - self.state.started, 1),
         }
