@@ -3,15 +3,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup setup-test run test lint bench clean
 
 setup:
 	@scripts/setup
 
+# The suite also needs PostgreSQL and orthanc-postgresql (native scale-out test).
+setup-test:
+	@scripts/setup --postgres
+
 run: setup
 	@$(VENV)/bin/teachfile run
 
-test: setup
+test: setup-test
 	$(PY) -m ruff check plugin tests scripts
 	$(PY) -m pytest $(PYTEST_ARGS)
 
