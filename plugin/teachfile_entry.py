@@ -149,11 +149,20 @@ def _versions() -> None:
     _service.versions["python_version"] = sys.version.split()[0]
 
 
-class _Reader:
-    """Orthanc's internal REST API, read-only, for the handlers."""
+class _Api:
+    """Orthanc's internal REST API for the handlers (never from a synchronous callback)."""
 
     def get(self, uri: str) -> bytes:
         return orthanc.RestApiGet(uri)
+
+    def post(self, uri: str, body: bytes) -> bytes:
+        return orthanc.RestApiPost(uri, body)
+
+    def put(self, uri: str, body: bytes) -> bytes:
+        return orthanc.RestApiPut(uri, body)
+
+    def delete(self, uri: str) -> None:
+        orthanc.RestApiDelete(uri)
 
 
 def _on_http_request(uri: str, **request: object) -> bool:
@@ -179,7 +188,7 @@ def _on_teachfile_rest(output: orthanc.RestOutput, uri: str, **request: object) 
         _versions()
         headers = dict(request.get("headers") or {})
         req = rest.Request(str(request.get("method")), uri, dict(request.get("get") or {}),
-                           bytes(request.get("body") or b""), basic_user(headers), _Reader())
+                           bytes(request.get("body") or b""), basic_user(headers), _Api())
         resp = rest.dispatch(_service, req)
         if resp.status == 405:  # Orthanc insists on its dedicated call for 405
             output.SendMethodNotAllowed(resp.body["allow"])

@@ -18,10 +18,17 @@ from .audit import audit_dataset
 from .service import Service
 
 
-class OrthancReader(Protocol):
-    """The slice of Orthanc's internal REST API the handlers need (read-only)."""
+class OrthancApi(Protocol):
+    """The slice of Orthanc's internal REST API the handlers need. Each call raises on an
+    Orthanc error (as the ``orthanc`` module does)."""
 
     def get(self, uri: str) -> bytes: ...
+
+    def post(self, uri: str, body: bytes) -> bytes: ...
+
+    def put(self, uri: str, body: bytes) -> bytes: ...
+
+    def delete(self, uri: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ class Request:
     query: Mapping[str, str]
     body: bytes = b""
     user: str | None = None
-    orthanc: OrthancReader | None = field(default=None, compare=False)
+    orthanc: OrthancApi | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
