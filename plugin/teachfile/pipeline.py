@@ -77,14 +77,10 @@ class Reception:
 
     @staticmethod
     def _parse(raw: bytes) -> pydicom.Dataset:
+        # pydicom reads the element structure now and values lazily; a value that cannot be
+        # decoded later fails de-identification or writing, which refuses the instance too.
         try:
             ds = pydicom.dcmread(io.BytesIO(raw))
-            # Force every element to be read now, so a truncated or corrupt file is refused
-            # here rather than half-processed later.
-            for _ in ds.iterall():
-                pass
-        except Refusal:
-            raise
         except (InvalidDicomError, Exception) as exc:
             raise Refusal("parse-error", type(exc).__name__) from None
         return ds

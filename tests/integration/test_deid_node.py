@@ -251,3 +251,24 @@ def test_malformed_inputs_leave_the_node_up_and_store_nothing_unsafe(node: Node)
     for ds in node.stored_datasets():
         assert ds.PatientIdentityRemoved == "YES"
         assert "CompressedSamples^CT1" not in str(ds.get("PatientName", ""))
+
+
+def test_instances_orthanc_creates_itself_are_deidentified(node: Node) -> None:
+    """/tools/create-dicom and /anonymize produce instances that go through the profile too."""
+    r = node.post("/tools/create-dicom", json={"Tags": {
+        "PatientName": "CREATED^PATIENT", "PatientID": "CREATED-ID-123",
+        "InstitutionName": "CREATED HOSPITAL", "Modality": "OT",
+        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"}})
+    assert r.status_code == 200, r.text
+    assert send_pynetdicom(node, [pydicom.dcmread(get_testdata_file("CT_small.dcm"))]) == [0]
+    study = next(s for s in node.get("/studies").json()
+                 if node.get(f"/studies/{s}").json()["PatientMainDicomTags"].get("PatientID")
+                 != "")
+    r = node.post(f"/studies/{study}/anonymize", json={"Replace": {
+        "PatientName": "ANONYMIZED^BY^ORTHANC", "InstitutionName": "ANON HOSPITAL"}})
+    assert r.status_code == 200, r.text
+    for ds in node.stored_datasets():
+        text = str(ds)
+        assert "CREATED" not in text and "HOSPITAL" not in text
+        assert ds.PatientIdentityRemoved == "YES"
+        assert str(ds.PatientName).startswith("TF^")
