@@ -416,12 +416,7 @@ def apply(ds: Dataset, plan: PixelPlan) -> Dataset:
         raise Refusal("pixel-error", "geometry") from None
     if (rows, cols) != (plan.rows, plan.columns):
         raise Refusal("pixel-error", "geometry")
-    try:
-        frames, photometric = _decode(ds)
-    except Refusal:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any decoder failure: cannot clean safely
-        raise Refusal("pixel-error", f"decode: {type(exc).__name__}") from None
+    frames, photometric = decode_frames(ds)
     if frames.shape[1:3] != (rows, cols):
         raise Refusal("pixel-error", "geometry")
     mask = _mask(rows, cols, plan.regions, plan.keep)
@@ -434,8 +429,21 @@ def apply(ds: Dataset, plan: PixelPlan) -> Dataset:
     return ds
 
 
+def decode_frames(ds: Dataset) -> tuple[np.ndarray, str]:
+    """All frames as a new (frames, rows, cols[, samples]) interleaved array, and the
+    photometric interpretation of those values (shared with the OCR audit).
+
+    Raises Refusal("pixel-error") with a PHI-free detail when the pixels cannot be decoded.
+    """
+    try:
+        return _decode(ds)
+    except Refusal:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure
+        raise Refusal("pixel-error", f"decode: {type(exc).__name__}") from None
+
+
 def _decode(ds: Dataset) -> tuple[np.ndarray, str]:
-    """All frames as (frames, rows, cols[, samples]) interleaved, and their photometric."""
     from pydicom.pixels import get_decoder
 
     if _PIXEL_DATA not in ds:

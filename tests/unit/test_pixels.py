@@ -539,3 +539,28 @@ def test_unreadable_rules_file(tmp_path: Path) -> None:
     bad.write_bytes(b"rules: []  # caf\xe9\n")
     with pytest.raises(ConfigError, match="unreadable"):
         load_pixel_policy(bad)
+
+
+# ------------------------------------------------------------------ optional OCR audit
+def test_ocr_unavailable_is_reported_not_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    from teachfile import ocr
+
+    monkeypatch.setattr(ocr.shutil, "which", lambda name: None)
+    assert ocr.ocr_available() is False
+    with pytest.raises(ocr.OcrUnavailable):
+        ocr.residual_text(_dataset(_image(1, 8, 8, 1, 8, False), "MONOCHROME2"))
+
+
+@pytest.mark.skipif(not US_FILES, reason="deid-data not installed (pip install deid-data)")
+def test_ocr_audit_finds_the_banner_before_cleaning_and_not_after() -> None:
+    from teachfile import ocr
+
+    if not ocr.ocr_available():
+        pytest.skip("tesseract not installed (Debian package tesseract-ocr)")
+    ds = pydicom.dcmread(next(p for p in US_FILES if p.stem == "RGB_IMAGE"))
+    identifying = {"ZZZDOWNTIME", "MARY", "00047431395", "120907058", "4/14/2020", "CLINIC"}
+    found = " ".join(ocr.residual_text(ds))
+    assert sum(t in found for t in identifying) >= 3  # the audit does read the banner
+    pixels.apply(ds, assess(ds, load_pixel_policy(DEFAULT_RULES)))
+    after = " ".join(ocr.residual_text(ds))
+    assert not [t for t in identifying if t in after]
