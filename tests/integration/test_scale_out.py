@@ -28,6 +28,7 @@ from pydicom.data import get_testdata_file
 
 from harness import LOOPBACK, Node, free_port, send_pynetdicom
 from teachfile import node as node_mod
+from teachfile.keys import fingerprint
 
 PG_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
 J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
@@ -276,7 +277,7 @@ def test_nodes_with_different_keys_are_caught(
     assert status_a["key_fingerprint"] != status_b["key_fingerprint"]
     originals = _study()
 
-    if "key_check" not in status_b:
+    if not status_b.get("key_check"):
         # Show the hazard the check exists for, then report the missing wiring.
         results = _send_concurrently(cluster, originals)
         assert set(results["a"]) == {0} and set(results["b"]) == {0}
@@ -302,3 +303,88 @@ def test_nodes_with_different_keys_are_caught(
     counters_b = cluster.b.status()["counters"]
     assert counters_b["stored"] == 0
     assert counters_b["refused"] == len(originals[1::2])
+    assert counters_b["refused_by_reason"] == {"key-mismatch": len(originals[1::2])}
+    assert counters_b["alarms_by_reason"].get("key-mismatch", 0) >= 1
+
+
+def _docker_config_on_this_machine(pg: Postgres, storage: Path, secrets_dir: Path
+                                   ) -> dict[str, Any]:
+    """``orthanc-config/docker/orthanc.json`` as the container sees it after its entry point
+    merged the secrets, with container paths and addresses mapped onto this machine."""
+    import json
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(repo / "docker"))
+    try:
+        import secrets_to_config
+    finally:
+        sys.path.remove(str(repo / "docker"))
+    docker = json.loads((repo / "orthanc-config" / "docker" / "orthanc.json").read_text())
+    fragment = secrets_to_config.fragment({
+        "TEACHFILE_ADMIN_PASSWORD_FILE": str(secrets_dir / "admin"),
+        "TEACHFILE_POSTGRES_PASSWORD_FILE": str(secrets_dir / "pg"),
+        "TEACHFILE_KEY_FILE": str(secrets_dir / "key"),
+    })
+    config = secrets_to_config.merge(docker, fragment)
+    mapped = {
+        "/opt/teachfile/plugin/teachfile_entry.py": str(repo / "plugin" / "teachfile_entry.py"),
+        "/opt/teachfile/orthanc-config": str(repo / "orthanc-config"),
+        "/var/lib/orthanc/db": str(storage),
+        "/var/lib/orthanc/teachfile": str(storage.parent / "teachfile"),
+    }
+    for key in ("PythonScript", "StorageDirectory", "IndexDirectory"):
+        config[key] = mapped[config[key]]
+    for key in ("ConfigDirectory", "DataDirectory"):
+        config["Teachfile"][key] = mapped[config["Teachfile"][key]]
+    # The image's plugin directory holds what the configuration enables; here, Debian's.
+    assert config["Plugins"] == ["/usr/share/orthanc/plugins"]
+    config["Plugins"] = [*node_mod.plugin_paths(), str(PG_PLUGIN)]
+    # The compose network's "postgres" is this test's cluster; its password is the secret.
+    assert config["PostgreSQL"]["Host"] == "postgres"
+    config["PostgreSQL"].update(Host=pg.host, Port=pg.port, Database=pg.database,
+                                Username=pg.user)
+    # Published on loopback by compose; a native process has no such mapping: no remote access.
+    config["RemoteAccessAllowed"] = False
+    for key in ("DicomPort", "HttpPort", "DicomAet", "Name"):
+        config.pop(key)
+    return config
+
+
+def test_docker_configuration_runs_natively_over_postgresql(
+        node_factory: Callable[..., Node], fresh_index: tuple[Postgres, Path],
+        tmp_path: Path) -> None:
+    """What the live Docker test checks, without Docker: the mounted configuration, with the
+    secrets merged as the entry point merges them, runs the plugin over PostgreSQL and stores
+    de-identified JPEG 2000."""
+    pg, storage = fresh_index
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    admin = secrets.token_urlsafe(12)
+    key = secrets.token_hex(32)
+    (secrets_dir / "admin").write_text(admin + "\n")
+    (secrets_dir / "pg").write_text(pg.password + "\n")
+    (secrets_dir / "key").write_text(key + "\n")
+    config = _docker_config_on_this_machine(pg, storage, secrets_dir)
+    assert config["RegisteredUsers"] == {"admin": admin}
+    assert config["PostgreSQL"]["Password"] == pg.password
+
+    node = node_factory(aet="TEACHFILE", extra_config=config, password=admin,
+                        env={"TEACHFILE_KEY_FILE": str(secrets_dir / "key")})
+    status = node.status()
+    assert status["profile"]["name"] == config["Teachfile"]["Profile"]
+    assert status["key_fingerprint"] == fingerprint(bytes.fromhex(key))
+    assert node.get("/system").json()["DatabaseBackendPlugin"].endswith(
+        "libOrthancPostgreSQLIndex.so.4.0")
+
+    originals = _study()[:4]
+    assert send_pynetdicom(node, originals, calling_aet="MODALITY") == [0] * 4
+    stored = _stored(node)
+    assert len(stored) == 4
+    for ds in stored:
+        assert ds.PatientIdentityRemoved == "YES"
+        assert str(ds.PatientID) != PATIENT_ID
+        assert str(ds.file_meta.TransferSyntaxUID) in J2K
+    # The DICOM files are in the storage directory the volume would hold.
+    assert len([p for p in storage.rglob("*") if p.is_file()
+                and not p.name.startswith("teachfile-")]) == 4

@@ -1,0 +1,45 @@
+# The teaching-file node on the Orthanc team's official image.
+#
+#   docker compose build            (see docs/docker.md)
+#
+# The base tag is pinned: a new tag can change Orthanc, the Python plugin and the embedded
+# Python at once, so moving it is a deliberate change (re-run tests/docker after it).
+FROM orthancteam/orthanc:26.8.2
+
+# The Python plugin embeds the image's system Python; compiled wheels (numpy, imagecodecs) must
+# be installed for exactly that version, so the version is read from the plugin itself and the
+# build stops if `python3` is another one. --break-system-packages: the image's Python is
+# "externally managed" (PEP 668) and this is the interpreter Orthanc loads.
+COPY docker/requirements.txt /opt/teachfile/docker/requirements.txt
+RUN set -eu; \
+    plugin=/usr/share/orthanc/plugins-available/libOrthancPython.so; \
+    embedded=$(grep -ao 'libpython3\.[0-9]*' "$plugin" | head -n 1 | sed 's/^libpython//'); \
+    system=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+    echo "Orthanc's Python plugin embeds Python ${embedded:-?}; python3 is $system"; \
+    if [ -n "$embedded" ] && [ "$embedded" != "$system" ]; then \
+      echo "python3 ($system) is not the Python the plugin embeds ($embedded)" >&2; exit 1; \
+    fi; \
+    python3 -m pip install --no-cache-dir --break-system-packages \
+      -r /opt/teachfile/docker/requirements.txt
+
+# The package is used in place (the entry script puts /opt/teachfile/plugin on sys.path), so the
+# plugin, the CLI and the roster templates all come from this one copy.
+COPY plugin/teachfile /opt/teachfile/plugin/teachfile
+COPY plugin/teachfile_entry.py /opt/teachfile/plugin/teachfile_entry.py
+COPY orthanc-config /opt/teachfile/orthanc-config
+COPY docker/entrypoint.sh docker/secrets_to_config.py docker/healthcheck.py /opt/teachfile/docker/
+COPY docker/teachfile /usr/local/bin/teachfile
+ENV PYTHONPATH=/opt/teachfile/plugin \
+    PYTHONDONTWRITEBYTECODE=1
+
+# Fail the build, not the first C-STORE, if the plugin cannot import its dependencies.
+RUN python3 -c "import pydicom, numpy, imagecodecs, yaml, jinja2, requests; \
+import teachfile.pipeline, teachfile.service, teachfile.keycheck; \
+print('teachfile imports OK, imagecodecs', imagecodecs.__version__)"
+
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["python3", "/opt/teachfile/docker/healthcheck.py"]
+
+# Setting ENTRYPOINT resets the base image's CMD: repeat it (the generated configuration).
+ENTRYPOINT ["/opt/teachfile/docker/entrypoint.sh"]
+CMD ["/tmp/orthanc.json"]
