@@ -134,7 +134,35 @@ def start_node(
     http_port: int | None = None,
     wait: bool = True,
 ) -> Node:
-    """Prepare and start one node; the caller stops it (the fixtures do)."""
+    """Prepare and start one node; the caller stops it (the fixtures do).
+
+    Free ports are picked by binding port 0, which another process can take before Orthanc
+    does: when the ports were not given and Orthanc says a port is in use, try new ones.
+    """
+    attempts = 1 if (dicom_port or http_port or not wait) else 3
+    for attempt in range(attempts):
+        try:
+            return _start_node(data_dir, aet=aet, name=name, extra_config=extra_config, env=env,
+                               password=password, dicom_port=dicom_port, http_port=http_port,
+                               wait=wait)
+        except RuntimeError as exc:
+            if attempt == attempts - 1 or "already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_node(
+    data_dir: Path,
+    *,
+    aet: str,
+    name: str | None,
+    extra_config: Mapping[str, Any] | None,
+    env: Mapping[str, str] | None,
+    password: str,
+    dicom_port: int | None,
+    http_port: int | None,
+    wait: bool,
+) -> Node:
     settings = node_mod.NodeSettings(
         aet=aet,
         dicom_port=dicom_port or free_port(),
@@ -160,6 +188,14 @@ def start_node(
             n.stop()
             raise
     return n
+
+
+def refused_as_burned_in(ds: pydicom.Dataset) -> bool:
+    """Whether the default pixel policy (``orthanc-config/pixel-rules.yaml``) refuses ``ds``."""
+    from teachfile.pixels import assess, load_pixel_policy
+
+    policy = load_pixel_policy(node_mod.CONFIG_DIR / "pixel-rules.yaml")
+    return assess(ds, policy).action == "refuse"
 
 
 # -- senders ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The reception path as one pure function: bytes in, a :class:`Decision` out.
 
-parse -> de-identify (profile, keyed pseudonyms) -> transcode (J2K policy) -> seal -> bytes.
+parse -> burned-in policy -> de-identify (profile, keyed pseudonyms) -> clean pixels (rules)
+-> transcode (J2K policy) -> seal -> bytes.
 Nothing here knows about Orthanc; the entry script translates a Decision into MODIFY or a
 refusal that the sender sees. Every failure becomes a refusal with a PHI-free reason code.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from . import seal
+from . import pixels, seal
 from .deid import Deidentifier
 from .errors import Refusal
 from .transcode import TranscodePolicy, transcode
@@ -40,10 +41,12 @@ class Reception:
     """De-identify and transcode received instances with one profile and one key."""
 
     def __init__(self, deidentifier: Deidentifier, policy: TranscodePolicy,
+                 pixel_policy: pixels.PixelPolicy | None = None,
                  force_failure: str | None = None) -> None:
         self.deidentifier = deidentifier
         self.pseudonymizer = deidentifier.pseudonymizer
         self.policy = policy
+        self.pixel_policy = pixel_policy
         #: Test-only switch: "refusal" or "exception" after parsing, to prove fail-closed paths.
         self.force_failure = force_failure
 
@@ -60,7 +63,14 @@ class Reception:
                 raise Refusal("forced-failure")
             if self.force_failure == "exception":
                 raise RuntimeError("forced internal failure (test switch)")
+            # Burned-in text is judged on the original header (de-identification removes some
+            # of the attributes pixel rules match on), cleaned after de-identification.
+            plan = pixels.assess(ds, self.pixel_policy) if self.pixel_policy else None
+            if plan is not None and plan.action == "refuse":
+                raise Refusal("burned-in", plan.reason_code)
             ds = self.deidentifier.deidentify(ds)
+            if plan is not None and plan.action == "clean":
+                ds = pixels.apply(ds, plan)
             outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid)
             ds = outcome.ds
             seal.seal(ds, self.pseudonymizer)

@@ -37,6 +37,7 @@ from .keycheck import REASON as KEY_MISMATCH
 from .keycheck import KeyCheck, check_directory
 from .keys import fingerprint, load_or_create_key
 from .pipeline import Decision, Reception
+from .pixels import load_pixel_policy
 from .profile import Profile, load_profile
 from .pseudonym import Pseudonymizer
 from .roles import Roles
@@ -60,6 +61,8 @@ class Settings:
     profile: str
     config_dir: Path
     data_dir: Path
+    #: Pixel rules file (burned-in text); None: ``pixel-rules.yaml`` in the config directory.
+    pixel_rules: Path | None = None
     force_failure: str | None = None
     bypass_reception: bool = False
     max_refusals: int = 1000
@@ -84,6 +87,7 @@ class Settings:
             profile=str(section.get("Profile", "teaching")),
             config_dir=Path(section.get("ConfigDirectory", default_cfg)),
             data_dir=Path(section.get("DataDirectory", data_default)),
+            pixel_rules=Path(section["PixelRules"]) if section.get("PixelRules") else None,
             force_failure=force,
             bypass_reception=bool(testing.get("BypassReception", False)),
             max_refusals=int(section.get("MaxRefusals", 1000)),
@@ -104,8 +108,11 @@ class Service:
         self.profile: Profile = load_profile(settings.profile, settings.config_dir)
         self.pseudonymizer = Pseudonymizer(self.key)
         self.transcode_policy = TranscodePolicy.from_mapping(self.profile.transcoding)
+        self.pixel_policy = load_pixel_policy(
+            settings.pixel_rules or settings.config_dir / "pixel-rules.yaml")
         self.reception = Reception(Deidentifier(self.profile, self.pseudonymizer),
-                                   self.transcode_policy, settings.force_failure)
+                                   self.transcode_policy, self.pixel_policy,
+                                   settings.force_failure)
         self.state = NodeState(settings.max_refusals)
         self.roles = Roles.from_config(settings.roles, dict.fromkeys(settings.users))
         self.key_check: KeyCheck | None = None

@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 
 from harness import (
     Node,
+    refused_as_burned_in,
     send_pynetdicom,
     start_node,
     storescu,
@@ -50,10 +51,17 @@ def _assert_clean(node: Node, corpus: list[PhiInstance]) -> list[pydicom.Dataset
     return stored
 
 
+def _burned_in(inst: PhiInstance) -> bool:
+    return refused_as_burned_in(inst.dataset)
+
+
 def test_every_path_stores_only_deidentified_instances(node: Node,
                                                        corpus: list[PhiInstance]) -> None:
-    """C-STORE (storescu and pynetdicom), REST upload and STOW-RS: no planted value survives."""
-    paths = [i for i in corpus if i.path is not None]
+    """C-STORE (storescu and pynetdicom), REST upload and STOW-RS: no planted value survives;
+    what the pixel policy refuses (likely burned-in text, no rule) is refused, sender told."""
+    burned = [i for i in corpus if i.path is not None and _burned_in(i)]
+    paths = [i for i in corpus if i.path is not None and not _burned_in(i)]
+    assert burned and len(paths) >= 6
     quarter = max(1, len(paths) // 4)
     by_storescu = paths[:quarter]
     by_pynetdicom = paths[quarter:2 * quarter]
@@ -74,6 +82,13 @@ def test_every_path_stores_only_deidentified_instances(node: Node,
     counters = node.status()["counters"]
     assert counters["received"] == len(paths) and counters["stored"] == len(paths)
     assert counters["refused"] == 0
+
+    proc, statuses = storescu(node, [i.path for i in burned])
+    assert statuses == [STATUS_PROCESSING_FAILURE] * len(burned), proc.stdout[-2000:]
+    r = upload_rest(node, burned[0].raw())
+    assert r.status_code == 422 and r.json()["Refusals"][0]["reason"] == "burned-in"
+    assert len(node.instances()) == len(paths)
+    assert node.status()["counters"]["refused_by_reason"] == {"burned-in": len(burned) + 1}
 
 
 def _refusing_node(node_factory, mode: str) -> Node:
@@ -257,8 +272,8 @@ def test_instances_orthanc_creates_itself_are_deidentified(node: Node) -> None:
     """/tools/create-dicom and /anonymize produce instances that go through the profile too."""
     r = node.post("/tools/create-dicom", json={"Tags": {
         "PatientName": "CREATED^PATIENT", "PatientID": "CREATED-ID-123",
-        "InstitutionName": "CREATED HOSPITAL", "Modality": "OT",
-        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"}})
+        "InstitutionName": "CREATED HOSPITAL", "Modality": "CT",
+        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"}})
     assert r.status_code == 200, r.text
     assert send_pynetdicom(node, [pydicom.dcmread(get_testdata_file("CT_small.dcm"))]) == [0]
     study = next(s for s in node.get("/studies").json()

@@ -17,7 +17,7 @@ import pytest
 import requests
 from pydicom.data import get_testdata_file
 
-from harness import Node, to_bytes, upload_rest
+from harness import Node, refused_as_burned_in, to_bytes, upload_rest
 from teachfile.rest import openapi_document
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,7 +149,7 @@ def test_roles_are_enforced_on_every_request(rnode: Node) -> None:
 def test_audit_pages_through_the_store_and_finds_nothing_after_reception(rnode: Node) -> None:
     from phi_corpus import make_phi_corpus
 
-    corpus = make_phi_corpus()
+    corpus = [i for i in make_phi_corpus() if not refused_as_burned_in(i.dataset)]
     for inst in corpus:
         assert upload_rest(rnode, inst.raw()).status_code == 200
     identifiers = sorted({t for inst in corpus for t in inst.tokens})
