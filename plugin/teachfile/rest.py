@@ -5,8 +5,10 @@ The entry script maps Orthanc's REST callback onto :func:`dispatch`; tests can c
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -14,7 +16,8 @@ from typing import Any, Protocol
 
 import pydicom
 
-from .audit import audit_dataset
+from .audit import Finding, audit_dataset
+from .ocr import ocr_available, residual_text
 from .service import Service
 
 
@@ -134,13 +137,26 @@ def _audit(service: Service, req: Request) -> Response:
         instances = json.loads(req.orthanc.get("/instances"))
     instances.sort()
     page = instances[offset:offset + limit]
+    ocr = service.settings.ocr_audit and ocr_available()
     results = []
     for iid in page:
         data = req.orthanc.get(f"/instances/{iid}/file")
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not ocr)
         found = audit_dataset(ds, service.pseudonymizer, service.profile, identifiers)
-        results.append({"instance": iid, "clean": not found,
-                        "findings": [f.as_json() for f in found]})
+        entry: dict[str, Any] = {"instance": iid}
+        if ocr and "PixelData" in ds:
+            # The words may be identifying: they go to this authenticated caller only, never
+            # to a log.
+            try:
+                words = residual_text(ds)
+            except Exception as exc:  # noqa: BLE001 - an audit reports, it does not fail
+                entry["ocr_error"] = type(exc).__name__
+                words = []
+            if words:
+                found.append(Finding("residual-text", "(7FE0,0010)", "PixelData"))
+                entry["residual_text"] = words
+        entry.update(clean=not found, findings=[f.as_json() for f in found])
+        results.append(entry)
     end = offset + len(page)
     return Response(200, {
         "total": len(instances),
@@ -149,6 +165,7 @@ def _audit(service: Service, req: Request) -> Response:
         "scanned": len(page),
         "next_offset": end if end < len(instances) else None,
         "progress": round(end / len(instances), 4) if instances else 1.0,
+        "ocr": bool(ocr),
         "clean": sum(1 for r in results if r["clean"]),
         "with_findings": sum(1 for r in results if not r["clean"]),
         "instances": results,
@@ -166,14 +183,43 @@ _ROUTES: dict[str, tuple[str, Callable[[Service, Request], Response]]] = {
 #: The regular expression the entry script registers with Orthanc.
 ROUTE_REGEX = "/teachfile/.*"
 
+ParamHandler = Callable[..., Response]
+
+
+@functools.cache
+def _param_routes() -> tuple[tuple[re.Pattern[str], Mapping[str, ParamHandler]], ...]:
+    """Parametrised paths; named groups become keyword arguments of the handler. Built on first
+    use because the handlers' module builds on this one."""
+    from . import cases
+
+    return (
+        (re.compile(r"^/teachfile/search$"), {"GET": cases.search}),
+        (re.compile(r"^/teachfile/cases/(?P<study>[^/]+)$"),
+         {"GET": cases.get_case, "PUT": cases.put_case}),
+        (re.compile(r"^/teachfile/cases/(?P<study>[^/]+)/send$"), {"POST": cases.send_case}),
+    )
+
+
+def _method_not_allowed(req: Request, allow: str) -> Response:
+    resp = error(405, f"{req.path} answers {allow} only")
+    resp.body["allow"] = allow
+    return resp
+
 
 def dispatch(service: Service, req: Request) -> Response:
-    route = _ROUTES.get(req.path.rstrip("/"))
-    if route is None:
-        return error(404, f"no such endpoint: {req.path}")
-    method, handler = route
-    if req.method != method:
-        resp = error(405, f"{req.path} answers {method} only")
-        resp.body["allow"] = method
-        return resp
-    return handler(service, req)
+    path = req.path.rstrip("/")
+    route = _ROUTES.get(path)
+    if route is not None:
+        method, handler = route
+        if req.method != method:
+            return _method_not_allowed(req, method)
+        return handler(service, req)
+    for pattern, methods in _param_routes():
+        match = pattern.match(path)
+        if match is None:
+            continue
+        param_handler = methods.get(req.method)
+        if param_handler is None:
+            return _method_not_allowed(req, ",".join(methods))
+        return param_handler(service, req, **match.groupdict())
+    return error(404, f"no such endpoint: {req.path}")

@@ -63,6 +63,8 @@ class Settings:
     data_dir: Path
     #: Pixel rules file (burned-in text); None: ``pixel-rules.yaml`` in the config directory.
     pixel_rules: Path | None = None
+    #: Optional OCR of stored pixels in the audit (Debian's tesseract); off by default.
+    ocr_audit: bool = False
     force_failure: str | None = None
     bypass_reception: bool = False
     max_refusals: int = 1000
@@ -88,6 +90,7 @@ class Settings:
             config_dir=Path(section.get("ConfigDirectory", default_cfg)),
             data_dir=Path(section.get("DataDirectory", data_default)),
             pixel_rules=Path(section["PixelRules"]) if section.get("PixelRules") else None,
+            ocr_audit=bool(section.get("OcrAudit", False)),
             force_failure=force,
             bypass_reception=bool(testing.get("BypassReception", False)),
             max_refusals=int(section.get("MaxRefusals", 1000)),
