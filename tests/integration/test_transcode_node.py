@@ -38,6 +38,7 @@ from teachfile.pseudonym import Pseudonymizer
 
 J2K = "1.2.840.10008.1.2.4.90"
 J2K_LOSSY = "1.2.840.10008.1.2.4.91"
+VL_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1"
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 #: Lets movescu/getscu (unknown AETs) query and retrieve; the storescp targets are registered
 #: per test through the REST API, as an operator would.
@@ -88,15 +89,27 @@ def _testfile(name: str) -> Dataset:
     return ds
 
 
+def _endoscopy(name: str) -> Dataset:
+    """A pydicom secondary capture relabelled as a VL endoscopic image: the default pixel
+    policy refuses secondary captures as likely burned-in, which is not what is tested here."""
+    ds = _testfile(name)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = VL_ENDOSCOPIC
+    ds.Modality = "ES"
+    ds.BurnedInAnnotation = "NO"
+    if "ConversionType" in ds:
+        del ds.ConversionType
+    return ds
+
+
 #: name -> input; what each node receives (lossy node: the same set).
 def _inputs() -> dict[str, Dataset]:
     return {
         "ct": synthetic_ct(),
         "ct_small": _testfile("CT_small.dcm"),  # 16 bits stored, signed
         "multiframe": _testfile("emri_small.dcm"),  # MR, 10 frames, 12 bits stored
-        "rgb": _testfile("SC_rgb.dcm"),
-        "rgb_2frame": _testfile("SC_rgb_2frame.dcm"),
-        "jpeg_baseline": _testfile("SC_rgb_jpeg_dcmtk.dcm"),  # .50, already lossy
+        "rgb": _endoscopy("SC_rgb.dcm"),
+        "rgb_2frame": _endoscopy("SC_rgb_2frame.dcm"),
+        "jpeg_baseline": _endoscopy("SC_rgb_jpeg_dcmtk.dcm"),  # .50, already lossy
         "sr": _testfile("test-SR.dcm"),
         "rtplan": _testfile("rtplan.dcm"),
     }
@@ -236,7 +249,7 @@ def test_lossy_profile_gives_91_with_lossy_attributes_and_a_new_uid(lossy: Recei
 
 
 def test_lossy_profile_leaves_other_modalities_lossless(lossy: Received) -> None:
-    for name in ("rgb", "rgb_2frame"):  # modality OT: no lossy target
+    for name in ("rgb", "rgb_2frame"):  # modality ES: no lossy target
         stored = lossy.stored[name]
         assert _ts(stored) == J2K, name
         assert stored.SOPInstanceUID == lossy.expected[name].SOPInstanceUID
