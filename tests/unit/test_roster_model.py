@@ -49,6 +49,13 @@ def _swap(old: str, new: str) -> str:
     return GOOD.replace(old, new)
 
 
+#: The issue's validation rules and the rows that pin their exact messages:
+#: AET 1-16 of A-Z 0-9 - _ -> "aet too long/lower case/bad character/empty", "generated aet too
+#: long"; AETs and names unique -> "duplicate aet/name", "pattern without placeholder"; host:port
+#: unique -> "host:port ..." rows; IPv4 or hostname -> "bad ipv4/hostname", "host_start ...",
+#: "host pattern past 255"; ports 1-65535 -> "port zero/too big/not a number"; a range fits its
+#: subnet -> "range leaves its subnet", "address outside subnet"; unknown keys -> "unknown ..."
+#: rows; server AET distinct -> "aet collides with server", "generated aet collides with server".
 BAD = [
     ("aet too long", _swap("aet: TEACHFILE", "aet: TEACHFILE_SERVER_X"),
      ["roster.yaml:3:8: AET 'TEACHFILE_SERVER_X' must be 1 to 16 characters long (it has 18)"]),
@@ -122,6 +129,46 @@ BAD = [
       for a in ("10.9.0.10", "10.9.0.101", "10.9.0.102", "10.9.0.103")]),
     ("yaml syntax", "server: [\n", ["roster.yaml:2:1: YAML syntax: expected the node content,"
                                     " but found '<stream end>'"]),
+    # -- the issue's rules, one more row each where the table above left a case open --
+    # AET 1-16 characters of A-Z 0-9 - _ (an empty one too)
+    ("aet empty", _swap("aet: TUTOR", "aet: ''"),
+     ["roster.yaml:13:26: participant aet must be a non-empty string"]),
+    # the server's AET distinct from every participant's, generated ones included
+    ("generated aet collides with server", _swap("aet: TEACHFILE", "aet: WS02"),
+     ["roster.yaml:9:5: AET 'WS02' of participant 'ws02' is already used by the server"]),
+    # AETs unique within a range: a pattern without {n} would repeat one value
+    ("pattern without placeholder", _swap("aet: WS{n:02}", "aet: WS"),
+     ["roster.yaml:10:10: pattern 'WS' has no {n} placeholder, so every generated value is"
+      " equal"]),
+    # host:port pairs unique between a range and an explicit entry
+    ("host:port collides with a generated one", _swap("host: tutor.lan, port: 104",
+                                                      "host: 10.9.0.101, port: 11112"),
+     ["roster.yaml:13:7: 10.9.0.101:11112 of participant 'tutor' is already used by"
+      " participant 'ws01' (line 9)",
+      "roster.yaml:13:7: 10.9.0.101:8042 of participant 'tutor' is already used by"
+      " participant 'ws01' (line 9)"]),
+    ("participant port equals its http_port", _swap("port: 104", "port: 8042"),
+     ["roster.yaml:13:7: participant 'tutor': port and http_port are both 8042"]),
+    ("server port equals its http_port", _swap("  users:", "  dicom_port: 8042\n  users:"),
+     ["roster.yaml:5:15: server http_port must differ from dicom_port"]),
+    # valid IPv4: a range's first address, and a range that counts past an octet or the space
+    ("host_start not an address", _swap("host_start: 10.9.0.101", "host_start: 10.9.0"),
+     ["roster.yaml:11:17: host_start '10.9.0' is not a valid IPv4 address"]),
+    ("host pattern past 255", _swap("host_start: 10.9.0.101", "host: '10.9.0.{n+253}'"),
+     ["roster.yaml:11:11: generated participant 3: '10.9.0.256' is not a valid IPv4 address"]),
+    ("host_start runs out of addresses", _swap("host_start: 10.9.0.101",
+                                               "host_start: 255.255.255.253"),
+     ["roster.yaml:11:17: host_start + 3 runs past 255.255.255.254"]),
+    # a range must fit its subnet
+    ("range leaves its subnet", _swap("host_start: 10.9.0.101", "host_start: 10.9.0.254")
+     + "network: {subnet: 10.9.0.0/24}\n",
+     ["roster.yaml:14:19: address 10.9.1.0 is outside the subnet 10.9.0.0/24"]),
+    ("range too long", _swap("count: 3", "count: 1001"),
+     ["roster.yaml:9:12: count must be between 1 and 1000 (got 1001)"]),
+    # unknown keys, inside a participant entry
+    ("unknown key in a participant", _swap("role: admin, password", "rol: admin, password"),
+     ["roster.yaml:13:61: unknown key 'rol' in participant; did you mean 'role'? (known: name,"
+      " aet, host, port, http_port, permissions, role, password)"]),
     ("several errors at once", _swap("aet: TUTOR, host: tutor.lan, port: 104",
                                      "aet: tutor, host: 1.2.3, port: 99999"),
      ["roster.yaml:13:26: AET 'tutor' must be upper case (did you mean 'TUTOR'?)",
