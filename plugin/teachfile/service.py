@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -128,14 +129,13 @@ class Service:
                           self.key_check.detail)
         self.versions: dict[str, str] = {"version": __version__}
         self._lock = threading.Lock()
-        #: thread id -> tombstone bytes awaiting the C-STORE filter on that same thread.
-        self._pending_tombstones: dict[int, bytes] = {}
-        #: thread id -> (origin label, refusals seen) while the plugin itself uploads for a
-        #: REST or STOW-RS client, so refusals are attributed and reported to that client.
+        #: thread id -> (tombstone bytes, its refusal) awaiting the C-STORE filter, which
+        #: Orthanc calls on the same thread right after the received-instance callback.
+        self._pending: dict[int, tuple[bytes, Refusal]] = {}
+        #: thread id -> refusals seen while the plugin itself uploads for an HTTP client, so
+        #: they are attributed to that client and reported to it; and that upload's origin.
         self._uploads: dict[int, list[Refusal]] = {}
         self._upload_origin: dict[int, str] = {}
-        #: thread id -> the refusal behind a pending tombstone (to add the calling AET).
-        self._last_dicom_refusal: dict[int, Refusal] = {}
 
     # -- reception -------------------------------------------------------------------------
 
@@ -143,7 +143,7 @@ class Service:
         """Decide on one instance: ``("modify", bytes)`` or ``("keep", None)`` (test bypass)."""
         tid = threading.get_ident()
         with self._lock:
-            self._pending_tombstones.pop(tid, None)
+            self._pending.pop(tid, None)
             origin = self._upload_origin.get(tid, origin)
         self.state.count("received")
         if self.settings.bypass_reception:
@@ -153,32 +153,30 @@ class Service:
         else:
             decision = self.reception.process(raw)
         if decision.store:
-            self.state.count("stored")
             if decision.transcoded:
                 self.state.count("transcoded")
             else:
                 self.state.count("not_transcoded", decision.kept_reason or "unknown")
             return "modify", decision.data
-        self._record_refusal(decision, origin)
+        refusal = self._record_refusal(decision, origin)
         if origin == "dicom":
             tomb = make_tombstone()
             with self._lock:
-                self._pending_tombstones[tid] = tomb
+                self._pending[tid] = (tomb, refusal)
             return "modify", tomb
         return "modify", UNSTORABLE
 
-    def _record_refusal(self, decision: Decision, origin: str, aet: str | None = None) -> None:
-        refusal = Refusal(time.time(), origin, aet, decision.reason or "internal-error",
+    def _record_refusal(self, decision: Decision, origin: str) -> Refusal:
+        refusal = Refusal(time.time(), origin, None, decision.reason or "internal-error",
                           decision.uid_hash, decision.detail)
         self.state.refuse(refusal)
         tid = threading.get_ident()
         with self._lock:
             if tid in self._uploads:
                 self._uploads[tid].append(refusal)
-            if origin == "dicom":
-                self._last_dicom_refusal[tid] = refusal
         log.warning("refused an instance: origin=%s reason=%s uid-hash=%s detail=%s",
                     origin, refusal.reason, refusal.uid_hash, refusal.detail)
+        return refusal
 
     def cstore_filter(self, instance_bytes_size: int, get_bytes: Any, calling_aet: str) -> int:
         """DIMSE status for an instance that reached the C-STORE filter (0 stores it).
@@ -186,18 +184,17 @@ class Service:
         ``get_bytes`` is only called when this thread has a pending tombstone, so accepted
         instances cost one dictionary lookup.
         """
-        tid = threading.get_ident()
         with self._lock:
-            tomb = self._pending_tombstones.pop(tid, None)
-            refusal = self._last_dicom_refusal.pop(tid, None)
-        if tomb is None:
+            pending = self._pending.pop(threading.get_ident(), None)
+        if pending is None:
             return 0
+        tomb, refusal = pending
         if instance_bytes_size != len(tomb) or bytes(get_bytes()) != tomb:
             # A stale entry from a C-STORE that never reached the filter: not this instance.
             return 0
-        if refusal is not None and calling_aet:
+        if calling_aet:
             self.state.replace_refusal(refusal, replace(refusal, calling_aet=calling_aet))
-        if refusal is not None and refusal.reason == "parse-error":
+        if refusal.reason == "parse-error":
             return STATUS_CANNOT_UNDERSTAND
         return STATUS_PROCESSING_FAILURE
 
@@ -218,14 +215,18 @@ class Service:
     # -- second line of defence ---------------------------------------------------------------
 
     def verify_stored(self, data: bytes) -> bool:
-        """True when a stored instance carries this node's valid seal."""
-        try:
-            import pydicom
+        """True when a stored instance carries this node's valid seal; counts it as stored.
 
+        Counting here rather than at reception means ``stored`` is what Orthanc really wrote.
+        """
+        try:
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-            return bool(seal.verify(ds, self.pseudonymizer))
+            ok = bool(seal.verify(ds, self.pseudonymizer))
         except Exception:  # noqa: BLE001 - unreadable means unverified
-            return False
+            ok = False
+        if ok:
+            self.state.count("stored")
+        return ok
 
     def alarm(self, reason: str) -> None:
         self.state.count("alarms", reason)
