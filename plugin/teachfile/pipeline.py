@@ -33,8 +33,9 @@ class Decision:
     #: Keyed hash of the *original* SOP Instance UID, for the refusal log; never the UID.
     uid_hash: str | None = None
     transcoded: bool = False
-    #: Why the instance kept its transfer syntax (``no-pixel-data``, ``already-lossy``...).
-    kept_reason: str | None = None
+    #: Why the instance kept its syntax (``no-pixel-data``, ``already-lossy``...) or, when
+    #: transcoded, why it went the way it did (``lossless-meets-target``...); None if plain.
+    transcode_reason: str | None = None
 
 
 class Reception:
@@ -83,7 +84,7 @@ class Reception:
                             uid_hash=uid_hash)
         transcoded = outcome.status == "transcoded"
         return Decision(True, data=data, uid_hash=uid_hash, transcoded=transcoded,
-                        kept_reason=None if transcoded else outcome.reason)
+                        transcode_reason=outcome.reason)
 
     @staticmethod
     def _parse(raw: bytes) -> pydicom.Dataset:

@@ -154,9 +154,9 @@ class Service:
             decision = self.reception.process(raw)
         if decision.store:
             if decision.transcoded:
-                self.state.count("transcoded")
+                self.state.count("transcoded", decision.transcode_reason or "default")
             else:
-                self.state.count("not_transcoded", decision.kept_reason or "unknown")
+                self.state.count("not_transcoded", decision.transcode_reason or "unknown")
             return "modify", decision.data
         refusal = self._record_refusal(decision, origin)
         if origin == "dicom":
