@@ -15,7 +15,7 @@ from . import __version__
 from .errors import TeachfileError
 
 #: Modules that contribute subcommands; each has ``register(subparsers) -> None``.
-_COMMAND_MODULES = ("teachfile.node", "teachfile.roster.cli")
+_COMMAND_MODULES = ("teachfile.node", "teachfile.roster.cli", "teachfile.casecli")
 
 
 def build_parser() -> argparse.ArgumentParser:

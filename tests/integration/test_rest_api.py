@@ -87,6 +87,12 @@ def test_every_endpoint_answers_as_documented(rnode: Node) -> None:
         ("/teachfile/audit", "post", {"json": {"studies": "nope"}}),
         ("/teachfile/audit", "post", {"json": {"studies": ["0000"]}}),
         ("/teachfile/openapi.json", "get", {}),
+        # Templated paths are requested literally: "{study}" is not a study id (400).
+        ("/teachfile/cases/{study}", "get", {}),
+        ("/teachfile/cases/{study}", "put", {"json": {"title": "x"}}),
+        ("/teachfile/cases/{study}/send", "post", {"json": {"target": "nowhere"}}),
+        ("/teachfile/search", "get", {"params": {"q": "aortic", "timeout": "2"}}),
+        ("/teachfile/search", "get", {}),
     ]
     seen = set()
     for path, method, kw in calls:
