@@ -1,6 +1,6 @@
 # The teaching-file node on the Orthanc team's official image.
 #
-#   docker compose build            (see docs/docker.md)
+#   docker compose build            (see the README, "Docker")
 #
 # The base tag is pinned: a new tag can change Orthanc, the Python plugin and the embedded
 # Python at once, so moving it is a deliberate change (re-run tests/docker after it).
