@@ -384,7 +384,7 @@ def test_docker_compose_config_validates_when_the_plugin_is_installed(tmp_path: 
 
 
 def test_docs_describe_the_docker_path() -> None:
-    text = (REPO / "docs" / "docker.md").read_text()
+    text = (REPO / "README.md").read_text()
     for needle in ("docker/init-secrets.sh", "docker compose up", "--profile scale",
                    "teachfile_admin_password", "orthanc-storage", "postgres-data",
                    "could not be run here"):

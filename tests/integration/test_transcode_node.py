@@ -268,28 +268,40 @@ class StoreSCP:
     """DCMTK storescp on a free loopback port, registered on the node as a modality."""
 
     def __init__(self, node: Node, out: Path, name: str, accept: list[str]) -> None:
-        self.aet, self.port, self.out = name.upper(), free_port(), out
+        self.aet, self.out = name.upper(), out
         out.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [dcmtk("storescp"), "-aet", self.aet, *accept, "-dhl", "-od", str(out),
-             str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A free port can be taken by another process before storescp binds it: retry.
+        for attempt in range(3):
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                [dcmtk("storescp"), "-aet", self.aet, *accept, "-dhl", "-od", str(out),
+                 str(self.port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                _wait_port(self.port, self.proc)
+                break
+            except RuntimeError:
+                self.stop()
+                if attempt == 2:
+                    raise
         r = node.put(f"/modalities/{name}", json={"AET": self.aet, "Host": LOOPBACK,
                                                   "Port": self.port})
         assert r.status_code == 200, r.text
-        _wait_port(self.port)
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.out.iterdir() if p.is_file())
 
     def stop(self) -> None:
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         self.proc.wait(timeout=10)
 
 
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 10
+def _wait_port(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
         with socket.socket() as s:
             if s.connect_ex((LOOPBACK, port)) == 0:
                 return
