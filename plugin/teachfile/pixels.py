@@ -41,12 +41,12 @@ import numpy as np
 import yaml
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_frames
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from .errors import ConfigError, Refusal
+from .frames import imagecodecs_frames
 
 #: (x, y, width, height) in pixels, x to the right, y down, origin at the top left pixel.
 Rect = tuple[int, int, int, int]
@@ -487,17 +487,7 @@ def _decode_with_imagecodecs(ds: Dataset, ts: str, photometric: str) -> tuple[np
     name = _FALLBACK_CODECS[ts]
     if not getattr(imagecodecs, name.upper()).available:
         raise Refusal("pixel-error", f"codec-unavailable {ts}")
-    decode = getattr(imagecodecs, f"{name}_decode")
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    alloc, stored = int(ds.BitsAllocated), int(ds.BitsStored)
-    signed = int(ds.PixelRepresentation) == 1
-    dtype = np.dtype(f"{'i' if signed else 'u'}{alloc // 8}")
-    out = []
-    for data in generate_frames(ds.PixelData, number_of_frames=nframes):
-        arr = np.asarray(decode(data)).astype(np.int64) & ((1 << stored) - 1)
-        if signed:
-            arr = np.where(arr >= 1 << (stored - 1), arr - (1 << stored), arr)
-        out.append(arr.astype(dtype))
+    out = imagecodecs_frames(ds, name)
     if int(ds.SamplesPerPixel) == 3 and (name == "jpeg8" or photometric not in ("RGB", "YBR_FULL")):
         photometric = "RGB"
     return np.stack(out), photometric

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate, generate_frames
+from pydicom.encaps import encapsulate
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.uid import (
@@ -46,7 +46,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from teachfile.errors import ConfigError, Refusal
+from .errors import ConfigError, Refusal
+from .frames import imagecodecs_frames
 
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 J2K_LOSSY = "1.2.840.10008.1.2.4.91"
@@ -313,7 +314,6 @@ def _decode_source(ds: Dataset, ts: str) -> np.ndarray:
 
 
 def _decode_with_imagecodecs(ds: Dataset, ts: str) -> np.ndarray:
-    import imagecodecs
 
     if ts in _JPEG_LOSSLESS:
         name = "ljpeg"
@@ -323,19 +323,10 @@ def _decode_with_imagecodecs(ds: Dataset, ts: str) -> np.ndarray:
         name = "jpeg2k" if ts == J2K_LOSSLESS else "htj2k"
     if not codec_status()[name]:
         raise _CodecMissing
-    decode = getattr(imagecodecs, f"{name}_decode")
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    alloc, stored = int(ds.BitsAllocated), int(ds.BitsStored)
-    signed = int(ds.PixelRepresentation) == 1
-    dtype = np.dtype(f"{'i' if signed else 'u'}{alloc // 8}")
-    out = []
-    for data in generate_frames(ds.PixelData, number_of_frames=nframes):
-        arr = np.asarray(decode(data)).astype(np.int64) & ((1 << stored) - 1)
-        if signed:
-            arr = np.where(arr >= 1 << (stored - 1), arr - (1 << stored), arr)
-        if arr.shape[:2] != (int(ds.Rows), int(ds.Columns)):
-            raise ValueError("frame shape")
-        out.append(arr.astype(dtype))
+    out = imagecodecs_frames(ds, name)
+    nframes = len(out)
+    if any(arr.shape[:2] != (int(ds.Rows), int(ds.Columns)) for arr in out):
+        raise ValueError("frame shape")
     return np.stack(out) if nframes > 1 else out[0]
 
 
