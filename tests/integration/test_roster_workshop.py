@@ -107,6 +107,15 @@ def free_port(host: str = SERVER_HOST) -> int:
         return int(s.getsockname()[1])
 
 
+def workshop_ports(hosts: list[str]) -> tuple[int, int, int]:
+    """The participants' shared port and the server's DICOM and HTTP ports, all distinct (the
+    server's DICOM port is bound on every address, so it must not be the participants' one)."""
+    while True:
+        ports = (shared_port(hosts), free_port(), free_port())
+        if len(set(ports)) == 3:
+            return ports
+
+
 def shared_port(hosts: list[str], attempts: int = 50) -> int:
     """A port that is free on every one of ``hosts`` (the example gives all one port)."""
     for _ in range(attempts):
@@ -419,7 +428,7 @@ def workshop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workshop]:
     root = tmp_path_factory.mktemp("workshop")
     hosts = [f"127.0.0.{n + 10}" for n in range(1, 21)]
     roster_path = root / "roster.yaml"
-    roster_path.write_text(workshop_roster_text(shared_port(hosts), free_port(), free_port()))
+    roster_path.write_text(workshop_roster_text(*workshop_ports(hosts)))
     rendered = root / "out"
     assert main(["roster", "render", str(roster_path), "-o", str(rendered)]) == 0
     roster = load_roster(roster_path)
