@@ -229,7 +229,7 @@ def _build(r: Reader, root: Node, env: Mapping[str, str]) -> Roster | None:
     secret = _secret(r, top, env)
     peer_mode = bool(r.boolean(top["peer_mode"], "peer_mode")) if "peer_mode" in top else False
     plugin = _plugin(r, top.get("plugin"))
-    image, config_path = "orthanc-teachfile:latest", "/etc/orthanc/orthanc.json"
+    image, config_path = "orthanc-teachfile:0.1.0", "/etc/orthanc/orthanc.json"
     if "docker" in top:
         docker = r.mapping(top["docker"], _DOCKER_KEYS, "docker") or {}
         if "image" in docker:
