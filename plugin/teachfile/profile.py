@@ -88,7 +88,7 @@ class TableRow:
     @property
     def tag_int(self) -> int | None:
         """The tag as an int, or None for repeating groups and the private rule."""
-        if "X" in self.tag or self.tag == "private":
+        if "x" in self.tag or self.tag == "private":
             return None
         return int(self.tag.replace(",", ""), 16)
 
@@ -112,7 +112,7 @@ def load_table(path: Path | None = None) -> Table:
         raw = json.loads(text)
         rows = tuple(
             TableRow(
-                tag=r["tag"].upper() if r["tag"] != "private" else "private",
+                tag=r["tag"].lower(),
                 name=r["name"],
                 basic=r["basic"],
                 options=MappingProxyType(dict(r.get("options", {}))),
@@ -202,9 +202,9 @@ class Profile:
         if group & 1:
             return self.repeating.get("private")
         if 0x5000 <= group <= 0x501E:
-            return self.repeating.get("50XX,XXXX")
+            return self.repeating.get("50xx,xxxx")
         if 0x6000 <= group <= 0x601E:
-            return self.repeating.get(f"60XX,{elem:04X}")
+            return self.repeating.get(f"60xx,{elem:04x}")
         return None
 
 

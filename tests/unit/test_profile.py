@@ -27,8 +27,8 @@ REF_OPTS = {
 
 
 def _ref_key(tag: str) -> str:
-    tag = tag.upper()
-    return "private" if tag.startswith("(GGGG") else tag[1:5] + "," + tag[6:10]
+    tag = tag.lower()
+    return "private" if tag.startswith("(gggg") else tag[1:5] + "," + tag[6:10]
 
 
 @pytest.fixture(scope="module")
