@@ -556,14 +556,10 @@ def _subnet(r: Reader, node: Node | None, server: Server,
     except ValueError:
         r.error(fields["subnet"], f"subnet {text!r} is not an IPv4 network such as 172.31.15.0/24")
         return None
-    gateway = next(net.hosts(), None)  # Docker gives a network's first address to its gateway
     for a in addresses:
         if a not in net:
             r.error(fields["subnet"], f"address {a} is outside the subnet {net}")
         elif a in (net.network_address, net.broadcast_address):
             r.error(fields["subnet"], f"address {a} is the network or broadcast address of"
                     f" the subnet {net}")
-        elif a == gateway:
-            r.error(fields["subnet"], f"address {a} is the subnet's gateway (Docker takes the"
-                    " first address of a network)")
     return str(net)
