@@ -22,9 +22,12 @@ test: setup-test
 lint: setup
 	$(PY) -m ruff check plugin tests scripts
 
-bench: setup
+# Benchmarks print figures against a baseline measured in the same run; they assert nothing.
+bench: setup-test
 	$(PY) scripts/bench-deid
+	$(PY) scripts/bench-transcode
 	$(PY) scripts/bench-ingest
+	$(PY) scripts/bench-roster
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
