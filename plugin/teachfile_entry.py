@@ -14,6 +14,8 @@ import queue
 import site
 import sys
 import threading
+import time
+import warnings
 from pathlib import Path
 
 import orthanc
@@ -59,6 +61,8 @@ _logger = logging.getLogger("teachfile")
 _logger.addHandler(_OrthancLogHandler())
 _logger.setLevel(logging.INFO)
 _logger.propagate = False
+# Any library warning may quote a data value: none reaches Orthanc's log from this process.
+warnings.filterwarnings("ignore")
 
 try:
     from teachfile import rest
@@ -105,11 +109,14 @@ _to_delete: queue.Queue[str] = queue.Queue()
 def _delete_worker() -> None:
     while True:
         instance_id = _to_delete.get()
-        try:
-            orthanc.RestApiDelete(f"/instances/{instance_id}")
-        except Exception as exc:  # noqa: BLE001
-            orthanc.LogError(f"teachfile: could not delete unverified instance {instance_id}: "
-                             f"{type(exc).__name__}")
+        for attempt in range(5):
+            try:
+                orthanc.RestApiDelete(f"/instances/{instance_id}")
+                break
+            except Exception as exc:  # noqa: BLE001
+                orthanc.LogError(f"teachfile: could not delete unverified instance "
+                                 f"{instance_id} (attempt {attempt + 1}): {type(exc).__name__}")
+                time.sleep(0.5 * (attempt + 1))
 
 
 def _on_stored(instance: orthanc.DicomInstance, instance_id: str) -> None:
@@ -168,9 +175,9 @@ class _Api:
 def _on_http_request(uri: str, **request: object) -> bool:
     """Roles, on every HTTP request (Orthanc has already checked the password)."""
     try:
-        if _service is None:
-            return str(request.get("method", "")).upper() in ("GET", "HEAD")
         method = request.get("method")
+        if _service is None:  # a node that failed to start may still be looked at
+            return method in (orthanc.HttpMethod.GET, "GET", "HEAD")
         name = {orthanc.HttpMethod.GET: "GET", orthanc.HttpMethod.POST: "POST",
                 orthanc.HttpMethod.PUT: "PUT", orthanc.HttpMethod.DELETE: "DELETE"}.get(
                     method, str(method).upper())
@@ -227,7 +234,8 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
     finally:
         refusals = _service.end_upload()
     if refusals or result is None:
-        status, body = refusal_body(refusals)
+        stored = json.loads(result) if result is not None else None
+        status, body = refusal_body(refusals, stored)
         _answer(output, status, body)
         return
     output.AnswerBuffer(result, "application/json")

@@ -170,7 +170,8 @@ def _start_node(
         data_dir=data_dir,
         extra=dict(extra_config or {}),
     )
-    environ = {**os.environ, **(env or {}), "TEACHFILE_ADMIN_PASSWORD": password}
+    environ = {**os.environ, "TEACHFILE_TESTING": "1", **(env or {}),
+               "TEACHFILE_ADMIN_PASSWORD": password}
     prepared = node_mod.prepare(settings, environ)
     log_path = data_dir / "orthanc.log"
     n = Node(name or aet, aet, settings.dicom_port, settings.http_port, data_dir,

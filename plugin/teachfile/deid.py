@@ -72,6 +72,11 @@ _EXTRA: dict[int, tuple[str, str]] = {
     0x00120063: ("K", "K"),
     0x00120064: ("K", "K"),
 }
+#: The node's marks: rewritten at the top level; anywhere deeper they are someone's free text.
+_TOP_LEVEL_ONLY = frozenset({0x00120062, 0x00120063, 0x00120064})
+#: Free-text VRs: kept by VR outside the table, but not inside a dummied or cleaned sequence
+#: (the text of a graphic annotation, of an SR content item).
+_FREE_TEXT_VRS = frozenset({"ST", "LT", "UT", "UC"})
 #: Issuers (assigning authorities) identify the institution: removed unless it is retained.
 _ISSUERS = (0x00080051, 0x00100024, 0x00400031, 0x00400032, 0x00400033)
 #: Sequences whose D cannot be a recursion (their codes *are* the identity): one dummy item.
@@ -111,7 +116,6 @@ _SPLIT_RE = re.compile(r"(\s+|[,;()\[\]{}\"'^=<>|]+)")
 _DATE_RE = re.compile(r"\d{1,4}[-./]\d{1,2}[-./]\d{1,4}|(?:19|20)\d{6}")
 _LONG_NUMBER_RE = re.compile(r"\d{5,}")
 _NAME_SPLIT_RE = re.compile(r"[\s^=,.\-]+")
-_DT_RE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(.*)$")
 
 
 def _keep_uid_tags() -> frozenset[int]:
@@ -300,12 +304,16 @@ class Deidentifier:
                 rule = "K" if self._full or self._shift else "D"
             elif vr == "UI":
                 rule = "K" if self._retain_uids or tag in _KEEP_UID_TAGS else "U"
+            elif vr == "UR":  # addresses (Retrieve URL...) name hosts and original UIDs
+                rule = "X"
             else:
                 rule = "K"
         self._auto[tag] = rule
         return rule
 
-    def _walk(self, ds: Dataset, ctx: _Ctx, depth: int) -> None:
+    def _walk(self, ds: Dataset, ctx: _Ctx, depth: int, strict: str | None = None) -> None:
+        """``strict`` ("D" or "C") inside items of a sequence the profile dummies or cleans:
+        there, free text the table does not list is dummied or cleaned too, not kept."""
         if depth > MAX_DEPTH:
             raise Refusal("unsupported", "nesting too deep")
         d = ds._dict  # pydicom internals: iterate without decoding (pinned pydicom < 4)
@@ -319,7 +327,11 @@ class Deidentifier:
             if tag >> 16 in (0x0000, 0x0002):  # command / file meta: never stored, meta rebuilt
                 del d[tag]
                 continue
-            act = rules.get(tag) or auto.get(tag) or self._auto_rule(tag)
+            if depth and tag in _TOP_LEVEL_ONLY:  # the node's marks belong at the top only
+                del d[tag]
+                continue
+            listed = rules.get(tag)
+            act = listed or auto.get(tag) or self._auto_rule(tag)
             if act == "X":
                 del d[tag]
                 continue
@@ -327,9 +339,11 @@ class Deidentifier:
             vr = raw.VR
             if vr is None or vr == "UN":
                 vr = self._dict_vr(tag)
+            if strict and listed is None and act == "K" and vr in _FREE_TEXT_VRS:
+                act = strict
             if act == "K" and vr != "SQ":
                 continue
-            self._apply(ds, tag, act, ctx, depth)
+            self._apply(ds, tag, act, ctx, depth, strict)
         for ct in creators:
             if ct not in kept_blocks and ct in d:
                 del d[ct]
@@ -355,7 +369,8 @@ class Deidentifier:
         else:
             del d[tag]
 
-    def _apply(self, ds: Dataset, tag: int, act: str, ctx: _Ctx, depth: int) -> None:
+    def _apply(self, ds: Dataset, tag: int, act: str, ctx: _Ctx, depth: int,
+               strict: str | None = None) -> None:
         elem = ds[tag]  # decodes (and parses a sequence) only for elements we change
         vr = elem.VR
         value = elem.value
@@ -370,8 +385,9 @@ class Deidentifier:
                 item.CodeMeaning = "Anonymized"
                 elem.value = Sequence([item])
                 return
+            inner = act if act in ("D", "C") else strict
             for item in value or ():
-                self._walk(item, ctx, depth + 1)
+                self._walk(item, ctx, depth + 1, inner)
             return
         if act == "Z":
             elem.value = b"" if vr in _BINARY_VRS else None if vr in _NUMERIC_VRS else ""
@@ -494,17 +510,27 @@ def _map_values(value: object, fn: object) -> object:
     return f(str(value))  # type: ignore[operator]
 
 
-def _shift_one_date(s: str, offset: int) -> str:
-    s = s.strip().replace(".", "").replace("-", "")
-    m = _DT_RE.match(s)
+_DA_FULL = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+_DT_FULL = re.compile(
+    r"^(\d{4})(\d{2})?(\d{2})?((?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?(?:[+-]\d{4})?)$")
+
+
+def _shift_one(s: str, offset: int, vr: str) -> str | None:
+    """One DA or DT value shifted by whole days; None when it is not a well-formed value
+    (whatever surrounds a date in a malformed value could be identifying: it is not kept)."""
+    m = (_DA_FULL if vr == "DA" else _DT_FULL).match(s)
     if not m:
-        return _DUMMY["DA"]  # type: ignore[return-value]
-    year, month, day, rest = m.group(1), m.group(2), m.group(3), m.group(4)
+        return None
+    year, month, day = m.group(1), m.group(2), m.group(3)
+    rest = m.group(4) if vr == "DT" else ""
+    if vr == "DT" and rest and not day:
+        return None  # a time needs a full date before it
     try:
-        date = _dt.date(int(year), int(month or 1), int(day or 1))
-        shifted = date + _dt.timedelta(days=offset)
+        shifted = _dt.date(int(year), int(month or 1), int(day or 1)) + _dt.timedelta(days=offset)
     except (ValueError, OverflowError):
-        return _DUMMY["DA"]  # type: ignore[return-value]
+        return None
+    if not 1 <= shifted.year <= 9999:
+        return None
     out = f"{shifted.year:04d}"
     if month:
         out += f"{shifted.month:02d}"
@@ -514,18 +540,22 @@ def _shift_one_date(s: str, offset: int) -> str:
 
 
 def _shift_date(value: str, vr: str, offset: int) -> str:
-    """Shift a DA or DT value by whole days; times, fractions and offsets stay as they were."""
+    """Shift a DA or DT value (or a range "A-B", "A-", "-B") by whole days; times, fractions
+    and offsets stay. A value that is not well formed becomes the dummy date."""
     value = value.strip()
     if not value:
         return value
-    if vr == "DA" and "-" in value and len(value) > 10:  # a date range "A-B"
-        return "-".join(_shift_one_date(p, offset) if p else p for p in value.split("-"))
-    if vr == "DT":
-        m = re.match(r"^(\d{4,8})(.*)$", value)
-        if not m:
-            return _DUMMY["DT"]  # type: ignore[return-value]
-        return _shift_one_date(m.group(1), offset) + m.group(2)
-    return _shift_one_date(value, offset)
+    whole = _shift_one(value, offset, vr)
+    if whole is not None:
+        return whole
+    if value.count("-") == 1 or (vr == "DT" and "-" in value):
+        # A range; for DT a single '-' inside a value is a UTC offset, handled above.
+        parts = value.split("-")
+        if len(parts) == 2:
+            shifted = [_shift_one(p, offset, vr) if p else "" for p in parts]
+            if all(x is not None for x in shifted) and any(parts):
+                return "-".join(x or "" for x in shifted)
+    return _DUMMY[vr]  # type: ignore[return-value]
 
 
 def active_option_codes(profile: Profile) -> Iterable[str]:

@@ -7,6 +7,8 @@ echoing an identifying value. Messages built from dataset values must never be p
 
 from __future__ import annotations
 
+import re
+
 
 class TeachfileError(Exception):
     """Base class of every error the package raises on purpose."""
@@ -42,3 +44,31 @@ REASONS: dict[str, str] = {
     "forced-failure": "a test-only switch forced this refusal",
     "internal-error": "an unexpected error in the reception pipeline",
 }
+
+
+_OWN_WORD = re.compile(r"^[a-z][a-z0-9:+;_.-]*$")
+_STANDARD_UID = re.compile(r"^1\.2\.840\.10008\.[0-9.]+$")
+_SMALL_NUMBER = re.compile(r"^\d{1,3}$")
+_CODE_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*(Error|Exception|Warning|Interrupt|Exit)$")
+_PHOTOMETRIC = frozenset({
+    "MONOCHROME1", "MONOCHROME2", "PALETTE", "COLOR", "RGB", "YBR_FULL", "YBR_FULL_422",
+    "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "HSV", "ARGB", "CMYK", "XYB",
+})
+
+
+def safe_detail(detail: str) -> str:
+    """``detail`` with every word that could come from the received data replaced by
+    ``<value>``: only the project's own lower-case vocabulary, exception class names, DICOM
+    keywords, standard (1.2.840.10008) UIDs, photometric names and small numbers stay. Refusal
+    details reach logs, ``/teachfile/refusals`` and HTTP answers; a sender must not be able to
+    put a name there."""
+    from pydicom.datadict import keyword_dict
+
+    out = []
+    for word in str(detail).split():
+        if (_OWN_WORD.match(word) or _STANDARD_UID.match(word) or _SMALL_NUMBER.match(word)
+                or _CODE_NAME.match(word) or word in _PHOTOMETRIC or word in keyword_dict):
+            out.append(word)
+        else:
+            out.append("<value>")
+    return " ".join(out)[:200]

@@ -95,7 +95,7 @@ def check_directory(directory: Path, local: str) -> KeyCheck:
     """Record ``local`` in ``directory`` unless a fingerprint is recorded there; compare.
 
     Safe to call from several processes at once and repeatedly (at start-up, then from time to
-    time and from the status handler): the first writer wins, everyone else compares. The record
+    time): the first writer wins, everyone else compares. The record
     is written to a private temporary file and hard-linked into place, so it appears complete or
     not at all. Never raises for I/O problems: they give ``unavailable`` with a PHI-free detail.
     """

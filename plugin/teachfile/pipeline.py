@@ -16,7 +16,7 @@ from pydicom.errors import InvalidDicomError
 
 from . import pixels, seal
 from .deid import Deidentifier
-from .errors import Refusal
+from .errors import Refusal, safe_detail
 from .transcode import TranscodePolicy, transcode
 
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -77,7 +77,8 @@ class Reception:
             seal.seal(ds, self.pseudonymizer)
             data = _serialize(ds)
         except Refusal as exc:
-            return Decision(False, reason=exc.reason, detail=exc.detail, uid_hash=uid_hash)
+            return Decision(False, reason=exc.reason, detail=safe_detail(exc.detail),
+                            uid_hash=uid_hash)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything at all
             # Only the exception's type is kept: its message may quote a data value.
             return Decision(False, reason="internal-error", detail=type(exc).__name__,

@@ -1,7 +1,9 @@
 """The node's unforgeable mark on its own output.
 
 The seal is an HMAC, under the node key, over the pseudonymous identifiers of the instance (SOP,
-Study and Series Instance UIDs, Patient ID, Patient Name) and the profile name and version. It is
+Study and Series Instance UIDs, Patient ID, Patient Name), every date and date-time anywhere in
+it (shifted dates are not re-shifted on sealed input, so a date added after sealing must break
+the seal), and the profile name and version. It is
 stored as an extra value of De-identification Method (0012,0063), "TEACHFILE-SEAL:<32 hex>", a
 public attribute, so the "remove private attributes" rule never strips it and no private block
 has to be declared safe. A valid seal tells the engine that identifiers are already pseudonyms
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
 from .pseudonym import Pseudonymizer
@@ -32,6 +35,28 @@ def _method_values(ds: Dataset) -> list[str]:
     return [v.decode("ascii", "replace") if isinstance(v, bytes) else str(v) for v in value]
 
 
+_DATE_VRS = ("DA", "DT")
+
+
+def _dates(ds: Dataset, path: str = "", out: list[str] | None = None) -> list[str]:
+    """Every DA/DT value with its place, decoding only dates and sequences."""
+    out = [] if out is None else out
+    for tag in sorted(ds._dict):  # pydicom internals, as in deid: no decoding of the rest
+        raw = ds._dict[tag]
+        vr = raw.VR
+        if vr is None or vr == "UN":
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                continue
+        if vr in _DATE_VRS:
+            out.append(f"{path}{tag:08x}={ds[tag].value}")
+        elif vr == "SQ":
+            for i, item in enumerate(ds[tag].value or ()):
+                _dates(item, f"{path}{tag:08x}/{i}/", out)
+    return out
+
+
 def _digest(ds: Dataset, pseudo: Pseudonymizer, method: list[str]) -> str:
     parts = [
         str(ds.get("SOPInstanceUID", "")),
@@ -40,6 +65,7 @@ def _digest(ds: Dataset, pseudo: Pseudonymizer, method: list[str]) -> str:
         str(ds.get("PatientID", "")),
         str(ds.get("PatientName", "")),
         "\\".join(method),
+        "\n".join(_dates(ds)),
     ]
     return pseudo.mac(b"seal", *parts).hex()[:32]
 

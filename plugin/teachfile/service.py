@@ -76,13 +76,19 @@ class Settings:
     storage_dir: Path | None = None
 
     @classmethod
-    def from_orthanc_config(cls, config: Mapping[str, Any]) -> Settings:
+    def from_orthanc_config(cls, config: Mapping[str, Any],
+                            environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
         section = config.get("Teachfile", {}) or {}
         if not isinstance(section, Mapping):
             raise ConfigError("the Teachfile configuration section must be an object")
         default_cfg = Path(__file__).resolve().parents[2] / "orthanc-config"
         data_default = Path(config.get("StorageDirectory", "OrthancStorage")) / "teachfile"
         testing = section.get("Testing", {}) or {}
+        if testing and env.get("TEACHFILE_TESTING") != "1":
+            # A switch that bypasses reception must never reach a real node by accident.
+            raise ConfigError("Teachfile.Testing is for the test suite only (it needs "
+                              "TEACHFILE_TESTING=1 in the environment); remove it")
         force = testing.get("ForceFailure")
         if force not in (None, "refusal", "exception"):
             raise ConfigError("Teachfile.Testing.ForceFailure must be 'refusal' or 'exception'")
@@ -105,6 +111,7 @@ class Service:
     """Everything the plugin does, minus the Orthanc calls."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        quiet_pydicom()
         self.settings = settings
         env = os.environ if environ is None else environ
         self.key = load_or_create_key(settings.data_dir / "pseudonym.key", env)
@@ -262,6 +269,16 @@ class Service:
         }
 
 
+def quiet_pydicom() -> None:
+    """pydicom's validation warnings quote the offending value (a name, a date): inside the
+    node they must not reach stderr or Orthanc's log. Values are not validated on reading;
+    what de-identification writes is checked when it is written."""
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    logger = logging.getLogger("pydicom")
+    logger.handlers[:] = [logging.NullHandler()]
+    logger.propagate = False
+
+
 def _plain(value: Any) -> Any:
     """Read-only mappings from the profile as JSON-ready data."""
     if isinstance(value, Mapping):
@@ -292,15 +309,26 @@ def make_tombstone() -> bytes:
     return buf.getvalue()
 
 
-def refusal_body(refusals: list[Refusal]) -> tuple[int, bytes]:
-    """HTTP status and JSON body for an upload some of whose instances were refused."""
-    status = 400 if refusals and all(r.reason == "parse-error" for r in refusals) else 422
+def refusal_body(refusals: list[Refusal], stored: Any = None) -> tuple[int, bytes]:
+    """HTTP status and JSON body for an upload that was not (wholly) stored.
+
+    ``stored`` is what Orthanc answered for the instances it did store (a ZIP upload can be
+    partly refused); no refusal and nothing stored means Orthanc itself failed (500).
+    """
+    if not refusals:
+        body: dict[str, Any] = {"Status": "Failure", "HttpStatus": 500,
+                                "Message": "Orthanc could not store the upload; see its log"}
+        return 500, json.dumps(body, indent=2).encode()
+    status = 400 if all(r.reason == "parse-error" for r in refusals) else 422
     body = {
-        "Status": "Refused",
+        "Status": "Refused" if stored is None else "PartlyRefused",
         "HttpStatus": status,
-        "Message": "the node refused the upload: it could not make it safe to store",
+        "Message": "the node refused the upload: it could not make it safe to store"
+        if stored is None else "the node refused part of the upload; the rest is stored",
         "Refusals": [
             {**r.as_json(), "explanation": REASONS.get(r.reason, "")} for r in refusals
         ],
     }
+    if stored is not None:
+        body["Stored"] = stored
     return status, json.dumps(body, indent=2).encode()

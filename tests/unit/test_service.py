@@ -31,7 +31,8 @@ def _service(tmp_path: Path, **section: object) -> Service:
               "RegisteredUsers": {"admin": "pw"},
               "Teachfile": {"ConfigDirectory": str(CONFIG), "DataDirectory": str(tmp_path),
                             **section}}
-    return Service(Settings.from_orthanc_config(config), {"TEACHFILE_KEY": KEY})
+    env = {"TEACHFILE_KEY": KEY, "TEACHFILE_TESTING": "1"}
+    return Service(Settings.from_orthanc_config(config, env), env)
 
 
 def _ct_bytes() -> bytes:
@@ -138,6 +139,24 @@ def test_status_and_profile_through_dispatch(tmp_path: Path) -> None:
 def test_no_key_value_in_status(tmp_path: Path) -> None:
     svc = _service(tmp_path)
     assert KEY not in json.dumps(svc.status())
+
+
+def test_test_switches_need_the_test_environment(tmp_path: Path) -> None:
+    from teachfile.errors import ConfigError
+
+    config = {"Teachfile": {"Testing": {"BypassReception": True}}}
+    with pytest.raises(ConfigError, match="test suite only"):
+        Settings.from_orthanc_config(config, {})
+
+
+def test_upload_outcomes(tmp_path: Path) -> None:
+    status, body = refusal_body([])
+    assert status == 500 and json.loads(body)["Status"] == "Failure"
+    svc = _service(tmp_path)
+    svc.begin_upload("rest")
+    svc.receive(b"garbage", "plugin")
+    status, body = refusal_body(svc.end_upload(), stored=[{"Status": "Success"}])
+    assert status == 400 and json.loads(body)["Status"] == "PartlyRefused"
 
 
 def test_tombstones_are_unique() -> None:
