@@ -206,6 +206,14 @@ def _on_teachfile_rest(output: orthanc.RestOutput, uri: str, **request: object) 
         _answer(output, 500, b'{"error": "internal error", "status": 500}')
 
 
+def _error_code(exc: Exception) -> int | None:
+    """Orthanc's error code from an ``orthanc.OrthancException`` (its first argument)."""
+    try:
+        return int(exc.args[0])
+    except (IndexError, TypeError, ValueError):
+        return None
+
+
 def _query_string(get: dict[str, str]) -> str:
     from urllib.parse import urlencode
 
@@ -226,16 +234,18 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
         _answer(output, 503, b'{"error": "teachfile failed to start; nothing is stored"}')
         return
     _service.begin_upload("rest")
+    orthanc_error = None
     try:
         try:
             result = orthanc.RestApiPost("/instances", request.get("body") or b"")
-        except Exception:  # noqa: BLE001 - Orthanc refused: see what the pipeline said
+        except Exception as exc:  # noqa: BLE001 - Orthanc refused: see what the pipeline said
             result = None
+            orthanc_error = _error_code(exc)
     finally:
         refusals = _service.end_upload()
     if refusals or result is None:
         stored = json.loads(result) if result is not None else None
-        status, body = refusal_body(refusals, stored)
+        status, body = refusal_body(refusals, stored, orthanc_error)
         _answer(output, status, body)
         return
     output.AnswerBuffer(result, "application/json")

@@ -49,7 +49,7 @@ KEYWORDS_MAX = 32
 DIAGNOSIS_MAX = 1024
 NOTES_MAX = 10000
 DEFAULT_TIMEOUT = 10
-MAX_TIMEOUT = 120
+MAX_TIMEOUT = 30  # a viewer may search; one search must not hold the node for minutes
 
 _STUDY_ID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$")
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")

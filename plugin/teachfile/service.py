@@ -309,16 +309,26 @@ def make_tombstone() -> bytes:
     return buf.getvalue()
 
 
-def refusal_body(refusals: list[Refusal], stored: Any = None) -> tuple[int, bytes]:
+#: Orthanc error codes that blame the upload, not the server: ParameterOutOfRange,
+#: BadParameterType, BadRequest, BadFileFormat, InexistentTag (OrthancPluginErrorCode).
+ORTHANC_INPUT_ERRORS = frozenset({3, 5, 8, 15, 21})
+
+
+def refusal_body(refusals: list[Refusal], stored: Any = None,
+                 orthanc_error: int | None = None) -> tuple[int, bytes]:
     """HTTP status and JSON body for an upload that was not (wholly) stored.
 
     ``stored`` is what Orthanc answered for the instances it did store (a ZIP upload can be
-    partly refused); no refusal and nothing stored means Orthanc itself failed (500).
+    partly refused). Without a refusal, Orthanc itself failed: 400 when its error blames the
+    upload (``orthanc_error`` in :data:`ORTHANC_INPUT_ERRORS`), 500 otherwise.
     """
     if not refusals:
-        body: dict[str, Any] = {"Status": "Failure", "HttpStatus": 500,
-                                "Message": "Orthanc could not store the upload; see its log"}
-        return 500, json.dumps(body, indent=2).encode()
+        unreadable = orthanc_error in ORTHANC_INPUT_ERRORS
+        body: dict[str, Any] = {
+            "Status": "Failure", "HttpStatus": 400 if unreadable else 500,
+            "Message": "Orthanc could not read the upload as DICOM" if unreadable
+            else "Orthanc could not store the upload; see its log"}
+        return body["HttpStatus"], json.dumps(body, indent=2).encode()
     status = 400 if all(r.reason == "parse-error" for r in refusals) else 422
     body = {
         "Status": "Refused" if stored is None else "PartlyRefused",

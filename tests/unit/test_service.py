@@ -152,6 +152,7 @@ def test_test_switches_need_the_test_environment(tmp_path: Path) -> None:
 def test_upload_outcomes(tmp_path: Path) -> None:
     status, body = refusal_body([])
     assert status == 500 and json.loads(body)["Status"] == "Failure"
+    assert refusal_body([], orthanc_error=15)[0] == 400
     svc = _service(tmp_path)
     svc.begin_upload("rest")
     svc.receive(b"garbage", "plugin")
