@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Node, start_node  # noqa: E402
+from harness import RUNNING, Node, start_node  # noqa: E402
 
 _NODES = pytest.StashKey[list[Node]]()
 
@@ -22,7 +22,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        for n in item.stash.get(_NODES, []):
+        nodes = list(item.stash.get(_NODES, []))
+        nodes += [n for n in RUNNING if n not in nodes]
+        for n in nodes:
             report.sections.append((f"Orthanc log of {n.name}", n.log_text()[-20000:]))
 
 
