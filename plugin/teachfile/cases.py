@@ -208,6 +208,18 @@ def _check_study(req: Request, study: str) -> Response | None:
     return None
 
 
+def _study_request(req: Request, study: str) -> tuple[OrthancApi, Any] | Response:
+    """The API and the JSON body of a request about one study, or the error to answer."""
+    bad = _check_study(req, study)
+    if bad:
+        return bad
+    assert req.orthanc is not None
+    try:
+        return req.orthanc, json.loads(req.body or b"{}")
+    except ValueError:
+        return error(400, "the body must be JSON")
+
+
 JOB_POLL = 0.05
 JOB_WAIT = 600.0
 
@@ -248,15 +260,10 @@ def put_case(service: Service, req: Request, study: str) -> Response:
     """Label a case. A changed title rewrites the study with Orthanc's /modify, keeping every
     UID; the node recognises its own sealed output, so pseudonyms stay and the new instances
     replace the old ones (``OverwriteInstances``)."""
-    bad = _check_study(req, study)
-    if bad:
-        return bad
-    api = req.orthanc
-    assert api is not None
-    try:
-        body = json.loads(req.body or b"{}")
-    except ValueError:
-        return error(400, "the body must be JSON")
+    parsed = _study_request(req, study)
+    if isinstance(parsed, Response):
+        return parsed
+    api, body = parsed
     info = _study(api, study)
     if info is None:
         return error(404, f"no such study: {study}")
@@ -296,15 +303,10 @@ def put_case(service: Service, req: Request, study: str) -> Response:
 
 def send_case(service: Service, req: Request, study: str) -> Response:
     """C-STORE a case to a configured node as an Orthanc job, in its stored syntax."""
-    bad = _check_study(req, study)
-    if bad:
-        return bad
-    api = req.orthanc
-    assert api is not None
-    try:
-        body = json.loads(req.body or b"{}")
-    except ValueError:
-        return error(400, "the body must be JSON")
+    parsed = _study_request(req, study)
+    if isinstance(parsed, Response):
+        return parsed
+    api, body = parsed
     target = body.get("target") if isinstance(body, Mapping) else None
     if not isinstance(target, str) or not target:
         return error(400, "target must name a configured DICOM node (GET /modalities)")
