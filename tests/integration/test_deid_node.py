@@ -287,3 +287,24 @@ def test_instances_orthanc_creates_itself_are_deidentified(node: Node) -> None:
         assert "CREATED" not in text and "HOSPITAL" not in text
         assert ds.PatientIdentityRemoved == "YES"
         assert str(ds.PatientName).startswith("TF^")
+
+
+def test_a_node_that_cannot_load_its_profile_stores_nothing(node_factory) -> None:
+    """Misconfiguration fails closed: Orthanc runs, the plugin refuses every instance."""
+    node = node_factory(aet="BROKEN", wait=False,
+                        extra_config={"Teachfile": {"Profile": "no-such-profile"}})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if node.get("/system", timeout=2).status_code == 200:
+                break
+        except Exception:  # noqa: BLE001 - not listening yet
+            pass
+        time.sleep(0.2)
+    assert node.get("/teachfile/status").status_code in (404, 503)
+    ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    statuses = send_pynetdicom(node, [ct])
+    assert statuses and statuses[0] != 0
+    assert upload_rest(node, to_bytes(ct)).status_code >= 400
+    assert node.instances() == []
+    assert "cannot start" in node.log_text()
