@@ -72,9 +72,11 @@ class Reception:
             ds = self.deidentifier.deidentify(ds)
             if plan is not None and plan.action == "clean":
                 ds = pixels.apply(ds, plan)
+            sealed_uid = ds.SOPInstanceUID  # de-identification sealed the instance
             outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid)
             ds = outcome.ds
-            seal.seal(ds, self.pseudonymizer)
+            if ds.SOPInstanceUID != sealed_uid:  # lossy: a new instance, sealed anew
+                seal.seal(ds, self.pseudonymizer)
             data = _serialize(ds)
         except Refusal as exc:
             return Decision(False, reason=exc.reason, detail=safe_detail(exc.detail),
