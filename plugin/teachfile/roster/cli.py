@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -96,34 +97,39 @@ def _client(args: argparse.Namespace) -> OrthancClient:
     return OrthancClient(args.url, args.user, password)
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
+def _against_server(args: argparse.Namespace, verb: str,
+                    action: Callable[[OrthancClient, Roster], int]) -> int:
+    """Load the roster, then run ``action`` on the server; a server error is exit 1."""
     roster = _load(args.roster)
     if isinstance(roster, int):
         return roster
     try:
-        diff = apply_roster(_client(args), roster, dry_run=args.dry_run)
+        return action(_client(args), roster)
     except RemoteError as exc:
-        print(f"teachfile roster apply: {exc}", file=sys.stderr)
+        print(f"teachfile roster {verb}: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    for line in diff.lines():
-        print(line)
-    verb = "would change" if args.dry_run else "changed"
-    print(f"{verb}: {len(diff.added)} added, {len(diff.changed)} changed,"
-          f" {len(diff.removed)} removed")
-    return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    def action(client: OrthancClient, roster: Roster) -> int:
+        diff = apply_roster(client, roster, dry_run=args.dry_run)
+        for line in diff.lines():
+            print(line)
+        verb = "would change" if args.dry_run else "changed"
+        print(f"{verb}: {len(diff.added)} added, {len(diff.changed)} changed,"
+              f" {len(diff.removed)} removed")
+        return EXIT_OK
+
+    return _against_server(args, "apply", action)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    roster = _load(args.roster)
-    if isinstance(roster, int):
-        return roster
-    try:
-        results = verify_roster(_client(args), roster, timeout=args.timeout)
-    except RemoteError as exc:
-        print(f"teachfile roster verify: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    print(format_table(results))
-    bad = [r for r in results if not r.ok]
-    print(f"{len(results) - len(bad)} reachable, {len(bad)} not reachable")
-    return EXIT_INVALID if bad else EXIT_OK
+    def action(client: OrthancClient, roster: Roster) -> int:
+        results = verify_roster(client, roster, timeout=args.timeout)
+        print(format_table(results))
+        bad = [r for r in results if not r.ok]
+        print(f"{len(results) - len(bad)} reachable, {len(bad)} not reachable")
+        return EXIT_INVALID if bad else EXIT_OK
+
+    return _against_server(args, "verify", action)
 
