@@ -22,6 +22,12 @@ RUN set -eu; \
     python3 -m pip install --no-cache-dir --break-system-packages \
       -r /opt/teachfile/docker/requirements.txt
 
+# The system OpenJPEG writes lossless JPEG 2000 with the code-block BYPASS style (faster to encode
+# and to verify); without it the plugin falls back to imagecodecs' bundled OpenJPEG.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libopenjp2-7 \
+    && rm -rf /var/lib/apt/lists/*
+
 # The package is used in place (the entry script puts /opt/teachfile/plugin on sys.path), so the
 # plugin, the CLI and the roster templates all come from this one copy.
 COPY plugin/teachfile /opt/teachfile/plugin/teachfile
@@ -34,8 +40,8 @@ ENV PYTHONPATH=/opt/teachfile/plugin \
 
 # Fail the build, not the first C-STORE, if the plugin cannot import its dependencies.
 RUN python3 -c "import pydicom, numpy, imagecodecs, yaml, jinja2, requests; \
-import teachfile.pipeline, teachfile.service, teachfile.keycheck; \
-print('teachfile imports OK, imagecodecs', imagecodecs.__version__)"
+import teachfile.pipeline, teachfile.service, teachfile.keycheck, teachfile.openjpeg as oj; \
+print('teachfile imports OK, imagecodecs', imagecodecs.__version__, 'system OpenJPEG', oj.version())"
 
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python3", "/opt/teachfile/docker/healthcheck.py"]

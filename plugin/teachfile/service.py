@@ -43,7 +43,7 @@ from .profile import Profile, load_profile
 from .pseudonym import Pseudonymizer
 from .roles import Roles
 from .state import NodeState, Refusal
-from .transcode import TranscodePolicy
+from .transcode import TranscodePolicy, lossless_encoder
 
 log = logging.getLogger("teachfile")
 
@@ -264,6 +264,7 @@ class Service:
             "profile": {"name": self.profile.name, "version": self.profile.version},
             "key_fingerprint": self.key_fingerprint,
             "key_check": self.key_check.as_json() if self.key_check else None,
+            "lossless_encoder": lossless_encoder(self.transcode_policy),
             "counters": self.state.snapshot(),
             "uptime_seconds": round(time.time() - self.state.started, 1),
         }

@@ -6,8 +6,11 @@ after de-identification and works on a pydicom ``Dataset`` only; it never import
 
 Design choices worth knowing:
 
-* Encoding uses imagecodecs (OpenJPEG / OpenJPH) because it releases the GIL, so several Orthanc
-  reception threads can encode at once; pylibjpeg-openjpeg holds the GIL and is not thread-safe.
+* Lossless JPEG 2000 is encoded by the system OpenJPEG through :mod:`teachfile.openjpeg` with
+  the code-block BYPASS style (``transcoding.bypass``, on by default: ~35 % faster to encode and
+  ~40 % faster to decode for ~1 % larger files); without that library, and for lossy and HTJ2K,
+  imagecodecs (OpenJPEG / OpenJPH) encodes. Both release the GIL, so reception threads encode at
+  once; pylibjpeg-openjpeg holds the GIL and is not thread-safe.
 * Lossless output is proven, not assumed: the codestreams are decoded again (all frames or a sample)
   and compared with the source pixels. A mismatch keeps the instance uncompressed: no silent loss.
 * An instance is never re-encoded if it is already lossy; instances the codec cannot represent are
@@ -46,6 +49,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from . import openjpeg
 from .errors import ConfigError, Refusal
 from .frames import imagecodecs_frames
 
@@ -75,7 +79,7 @@ _LOSSY = frozenset(
 
 _PIXEL_DATA = Tag(0x7FE0, 0x0010)
 _FLOAT_PIXELS = (Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009))
-_POLICY_KEYS = frozenset({"mode", "lossy", "htj2k", "verify", "threads"})
+_POLICY_KEYS = frozenset({"mode", "lossy", "htj2k", "verify", "threads", "bypass"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class TranscodePolicy:
     htj2k: bool = False
     verify: int | None = None
     threads: int = 1
+    bypass: bool = True
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any] | None) -> TranscodePolicy:
@@ -121,7 +126,11 @@ class TranscodePolicy:
         threads = m.get("threads", os.cpu_count() or 1)
         if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
             raise ConfigError("transcoding.threads: must be an integer between 1 and 256")
-        return cls(mode=mode, lossy=lossy, htj2k=htj2k, verify=verify, threads=threads)
+        bypass = m.get("bypass", True)
+        if not isinstance(bypass, bool):
+            raise ConfigError("transcoding.bypass: must be true or false")
+        return cls(mode=mode, lossy=lossy, htj2k=htj2k, verify=verify, threads=threads,
+                   bypass=bypass)
 
     def lossy_ratio(self, modality: str | None) -> float | None:
         """The configured lossy ratio for a modality, or None for lossless."""
@@ -175,6 +184,8 @@ class _Target:
     htj2k: bool
     photometric: str
     mct: bool
+    #: Code-block BYPASS for lossless Part 1 (needs the system OpenJPEG, see teachfile.openjpeg).
+    bypass: bool = False
 
 
 @functools.cache
@@ -193,6 +204,21 @@ def codec_status() -> dict[str, bool]:
             imagecodecs, f"{name}_decode")
     out["htj2k"] = out["htj2k"] and hasattr(imagecodecs, "htj2k_encode")
     return out
+
+
+def lossless_encoder(policy: TranscodePolicy) -> str:
+    """Which library writes lossless JPEG 2000 on this node, for /teachfile/status: an operator
+    comparing nodes (or a missing libopenjp2 in an image) should not have to guess."""
+    if policy.htj2k and codec_status()["htj2k"]:
+        return "HTJ2K via imagecodecs (classic JPEG 2000 when Bits Stored < Bits Allocated)"
+    if openjpeg.available():
+        style = ", code-block BYPASS" if policy.bypass else ""
+        return f"OpenJPEG {openjpeg.version()} (system library{style})"
+    if codec_status()["jpeg2k"]:
+        import imagecodecs
+
+        return f"imagecodecs {imagecodecs.jpeg2k_version()}"
+    return "none"
 
 
 def transcode(
@@ -298,7 +324,7 @@ def _choose_target(ds: Dataset, policy: TranscodePolicy, ratio: float | None) ->
     mct = photometric in ("RGB", "YBR_RCT")
     if mct:
         photometric = "YBR_ICT" if ratio else "YBR_RCT"
-    return _Target(uid, ratio, ht, photometric, mct)
+    return _Target(uid, ratio, ht, photometric, mct, policy.bypass)
 
 
 def _decode_source(ds: Dataset, ts: str) -> np.ndarray:
@@ -345,6 +371,10 @@ def _encode_frame(frame: np.ndarray, ds: Dataset, target: _Target, level: float,
     """Encode one frame; level 0 means lossless (PSNR dB for J2K, quantisation step for HT)."""
     import imagecodecs
 
+    if level == 0 and not target.htj2k and openjpeg.available():
+        return openjpeg.encode_lossless(
+            frame, int(ds.BitsStored), int(ds.PixelRepresentation) == 1, target.mct, threads,
+            openjpeg.BYPASS if target.bypass else 0)
     if target.htj2k:
         if level == 0:
             return bytes(imagecodecs.htj2k_encode(frame, 0, reversible=True))
@@ -378,7 +408,7 @@ def _encode_all(frames: list[np.ndarray], ds: Dataset, policy: TranscodePolicy,
         if note:
             target = _Target(HTJ2K_LOSSLESS if target.htj2k else J2K_LOSSLESS, None,
                              target.htj2k, "YBR_RCT" if target.mct else target.photometric,
-                             target.mct)
+                             target.mct, target.bypass)
             level = 0.0
     streams = [done[level] if i == pick and level in done
                else _encode_frame(f, ds, target, level, policy.threads)

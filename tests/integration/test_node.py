@@ -41,6 +41,9 @@ def test_status_reports_versions_profile_and_counters(node: Node) -> None:
     for counter in ("received", "stored", "refused"):
         assert st["counters"][counter] == 0
     assert len(st["key_fingerprint"]) == 16
+    # scripts/setup installs the system OpenJPEG: lossless goes through it, with BYPASS.
+    assert st["lossless_encoder"].startswith("OpenJPEG 2.")
+    assert "BYPASS" in st["lossless_encoder"]
 
 
 def test_http_requires_authentication(node: Node) -> None:

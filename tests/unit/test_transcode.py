@@ -453,7 +453,8 @@ def test_htj2k_opt_in() -> None:
 def test_policy_defaults() -> None:
     for raw in (None, {}):
         p = TranscodePolicy.from_mapping(raw)
-        assert (p.mode, p.lossy, p.htj2k, p.verify) == ("lossless", (), False, None)
+        assert (p.mode, p.lossy, p.htj2k, p.verify, p.bypass) == ("lossless", (), False, None,
+                                                                   True)
         assert p.threads >= 1
     p = TranscodePolicy.from_mapping(
         {"mode": "lossless", "lossy": {"CR": 10, "dx": 10.5}, "htj2k": True, "verify": 4,
@@ -484,6 +485,8 @@ def test_policy_defaults() -> None:
     {"threads": 0},
     {"threads": "2"},
     {"threads": 2.5},
+    {"bypass": "yes"},
+    {"bypass": 1},
 ])
 def test_policy_errors(raw: object) -> None:
     with pytest.raises(ConfigError):
