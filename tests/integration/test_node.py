@@ -46,6 +46,14 @@ def test_status_reports_versions_profile_and_counters(node: Node) -> None:
     assert "BYPASS" in st["lossless_encoder"]
 
 
+def test_orthanc_runs_with_nagle_disabled_for_dicom(node: Node) -> None:
+    """DCMTK reads TCP_NODELAY when Orthanc accepts an association; without it every C-STORE
+    response is held ~40 ms by Nagle + delayed ACK (see teachfile.node.orthanc_env)."""
+    assert node.process is not None
+    environ = Path(f"/proc/{node.process.pid}/environ").read_bytes().split(b"\0")
+    assert b"TCP_NODELAY=1" in environ
+
+
 def test_http_requires_authentication(node: Node) -> None:
     assert requests.get(node.url + "/teachfile/status", timeout=10).status_code == 401
     bad = requests.get(node.url + "/system", auth=("admin", "wrong"), timeout=10)
