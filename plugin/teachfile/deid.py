@@ -208,7 +208,10 @@ class Deidentifier:
         pid = str(ds.get("PatientID", "") or "").strip()
         pname = str(ds.get("PatientName", "") or "").strip()
         if pid:
-            pkey = "id:" + pid
+            # A Patient ID is only unique within its issuer: two hospitals' "12345" are two
+            # patients. Without an issuer the key stays "id:<PID>" (pseudonyms unchanged).
+            issuer = _issuer_of_patient_id(ds)
+            pkey = "id:" + pid + ("|issuer:" + issuer if issuer else "")
         elif pname:
             pkey = "name:" + pname + "|" + str(ds.get("PatientBirthDate", "") or "")
         else:
@@ -561,3 +564,15 @@ def _shift_date(value: str, vr: str, offset: int) -> str:
 def active_option_codes(profile: Profile) -> Iterable[str]:
     """The CID 7050 code values the engine records for ``profile`` (for reports and tests)."""
     return [code for code, _ in profile.method_codes()]
+
+
+def _issuer_of_patient_id(ds: Dataset) -> str:
+    """Issuer of Patient ID (0010,0021), else the Universal Entity ID of the Issuer of Patient
+    ID Qualifiers Sequence (0010,0024); "" when the sender names no assigning authority."""
+    issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
+    if issuer:
+        return issuer
+    qualifiers = ds.get("IssuerOfPatientIDQualifiersSequence")
+    if qualifiers:
+        return str(qualifiers[0].get("UniversalEntityID", "") or "").strip()
+    return ""

@@ -157,6 +157,39 @@ def test_dates_shifted_consistently(teaching: Deidentifier, corpus: dict) -> Non
     assert outs[0].LongitudinalTemporalInformationModified == "MODIFIED"
 
 
+def _patient_of(teaching: Deidentifier, pid: str, issuer: str | None = None,
+                qualifier: str | None = None) -> tuple[str, str, str]:
+    """(Patient ID, Patient Name, Study Date) after de-identification of a minimal instance."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.1", "1.2.3.2", "1.2.3.3"
+    ds.PatientID, ds.PatientName, ds.StudyDate = pid, "Same^Name", "20200101"
+    if issuer is not None:
+        ds.IssuerOfPatientID = issuer
+    if qualifier is not None:
+        item = Dataset()
+        item.UniversalEntityID = qualifier
+        ds.IssuerOfPatientIDQualifiersSequence = [item]
+    out = teaching.deidentify(ds)
+    return str(out.PatientID), str(out.PatientName), str(out.StudyDate)
+
+
+def test_patient_key_includes_the_issuer_of_patient_id(teaching: Deidentifier) -> None:
+    """Two hospitals' "12345" are two patients: different pseudonyms and date offsets; the
+    same issuer (or the same qualifier) keeps one patient; no issuer keeps the old key."""
+    plain = _patient_of(teaching, "12345")
+    a = _patient_of(teaching, "12345", "HOSP-A")
+    b = _patient_of(teaching, "12345", "HOSP-B")
+    assert len({plain[0], a[0], b[0]}) == 3
+    assert len({plain[1], a[1], b[1]}) == 3
+    assert a == _patient_of(teaching, "12345", "HOSP-A")
+    assert _patient_of(teaching, "12345", qualifier="1.2.826.0.1.3680043.2.1") == _patient_of(
+        teaching, "12345", qualifier="1.2.826.0.1.3680043.2.1")
+    assert _patient_of(teaching, "12345", qualifier="1.2.826.0.1.3680043.2.1") != plain
+    # Without an issuer the key is "id:<PID>", exactly as before issuers were considered.
+    assert plain[0] == teaching.pseudonymizer.patient_id("id:12345")
+
+
 def test_basic_removes_dates_and_descriptions(corpus: dict) -> None:
     basic = Deidentifier(load_profile("basic", CONFIG), Pseudonymizer(KEY))
     out = _deid(basic, corpus["ct"])
