@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import threading
 from typing import Any
 
 import numpy as np
@@ -236,9 +235,6 @@ class _Sink:
         return 1
 
 
-_lock = threading.Lock()  # only guards the one-time library load, never an encode
-
-
 def encode_lossless(frame: np.ndarray, bits_stored: int, signed: bool, mct: bool,
                     threads: int = 1, mode: int = BYPASS) -> bytes:
     """A reversible (5/3 wavelet) JPEG 2000 Part 1 codestream of one frame.
@@ -247,8 +243,7 @@ def encode_lossless(frame: np.ndarray, bits_stored: int, signed: bool, mct: bool
     ``bits_stored`` bits of the given signedness; the codestream precision is ``bits_stored``.
     Raises RuntimeError when OpenJPEG refuses the image (callers keep the input then).
     """
-    with _lock:
-        lib = _library()
+    lib = _library()
     if lib is None:
         raise RuntimeError("system OpenJPEG not available")
     rows, cols = int(frame.shape[0]), int(frame.shape[1])
