@@ -267,7 +267,10 @@ def encode_lossless(frame: np.ndarray, bits_stored: int, signed: bool, mct: bool
             plane = np.ascontiguousarray(planes if comps == 1 else planes[:, :, k])
             ctypes.memmove(img.comps[k].data, plane.ctypes.data, rows * cols * 4)
 
-        params = _CParameters()
+        # Zeroed slack after the structure: a library whose structure grew at the end (and
+        # somehow passed the layout check) reads zeros there, not whatever the heap holds.
+        block = (ctypes.c_ubyte * (ctypes.sizeof(_CParameters) + 4096))()
+        params = _CParameters.from_buffer(block)
         c.opj_set_default_encoder_parameters(ctypes.byref(params))
         params.tcp_numlayers = 1
         params.tcp_rates[0] = 0.0
