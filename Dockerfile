@@ -43,7 +43,7 @@ ENV PYTHONPATH=/opt/teachfile/plugin \
 
 # Fail the build, not the first C-STORE, if the plugin cannot import its dependencies.
 RUN python3 -c "import pydicom, numpy, imagecodecs, yaml, jinja2, requests; \
-import teachfile.pipeline, teachfile.service, teachfile.keycheck, teachfile.openjpeg as oj; \
+import teachfile.reception.pipeline, teachfile.node.service, teachfile.node.keycheck, teachfile.reception.openjpeg as oj; \
 print('teachfile imports OK, imagecodecs', imagecodecs.__version__, 'system OpenJPEG', oj.version())"
 
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \

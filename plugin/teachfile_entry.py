@@ -65,9 +65,9 @@ _logger.propagate = False
 warnings.filterwarnings("ignore")
 
 try:
-    from teachfile import rest
-    from teachfile.roles import basic_user
-    from teachfile.service import Service, Settings, refusal_body
+    from teachfile.api import routes as rest
+    from teachfile.node.roles import basic_user
+    from teachfile.node.service import Service, Settings, refusal_body
 
     _service: Service | None = Service(
         Settings.from_orthanc_config(json.loads(orthanc.GetConfiguration())))

@@ -1,6 +1,6 @@
 """Real Orthanc processes for tests, and ways to send them DICOM.
 
-Nodes are started exactly as ``make run`` starts one (``teachfile.node.prepare``), on free
+Nodes are started exactly as ``make run`` starts one (``teachfile.cli.launcher.prepare``), on free
 loopback ports and temporary data directories. Nothing here is mocked: senders are pynetdicom,
 DCMTK's storescu/echoscu and HTTP.
 """
@@ -23,7 +23,7 @@ from typing import Any
 import pydicom
 import requests
 
-from teachfile import node as node_mod
+from teachfile.cli import launcher as node_mod
 
 LOOPBACK = "127.0.0.1"
 #: Every node started and not yet stopped, so a failing test can show the logs of nodes that a
@@ -207,7 +207,7 @@ def _start_node(
 
 def refused_as_burned_in(ds: pydicom.Dataset) -> bool:
     """Whether the default pixel policy (``orthanc-config/pixel-rules.yaml``) refuses ``ds``."""
-    from teachfile.pixels import assess, load_pixel_policy
+    from teachfile.reception.pixels import assess, load_pixel_policy
 
     policy = load_pixel_policy(node_mod.CONFIG_DIR / "pixel-rules.yaml")
     return assess(ds, policy).action == "refuse"

@@ -278,7 +278,7 @@ def make_phi_corpus(out_dir: Path | None = None) -> list[PhiInstance]:
 
 # ------------------------------------------------------------------ every table attribute
 def _table_rows() -> list[tuple[int, str]]:
-    from teachfile.profile import load_table
+    from teachfile.reception.profile import load_table
 
     rows = []
     for r in load_table().rows:

@@ -23,10 +23,10 @@ import pytest
 import yaml
 
 from harness import Node
-from teachfile.keys import load_or_create_key
+from teachfile.node.keys import load_or_create_key
+from teachfile.node.service import Settings
 from teachfile.roster.model import load_roster
 from teachfile.roster.render import render, server_config
-from teachfile.service import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose.yaml"

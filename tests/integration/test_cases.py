@@ -22,8 +22,8 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from harness import Node, free_port, to_bytes, upload_rest
-from teachfile.cli import main
-from teachfile.rest import openapi_document
+from teachfile.api.routes import openapi_document
+from teachfile.cli.main import main
 
 pytestmark = pytest.mark.integration
 

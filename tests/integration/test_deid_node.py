@@ -23,7 +23,7 @@ from harness import (
     upload_rest,
 )
 from phi_corpus import PhiInstance, make_phi_corpus, tokens_in
-from teachfile.service import STATUS_CANNOT_UNDERSTAND, STATUS_PROCESSING_FAILURE
+from teachfile.node.service import STATUS_CANNOT_UNDERSTAND, STATUS_PROCESSING_FAILURE
 
 
 @pytest.fixture(scope="module")

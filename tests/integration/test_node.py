@@ -48,7 +48,7 @@ def test_status_reports_versions_profile_and_counters(node: Node) -> None:
 
 def test_orthanc_runs_with_nagle_disabled_for_dicom(node: Node) -> None:
     """DCMTK reads TCP_NODELAY when Orthanc accepts an association; without it every C-STORE
-    response is held ~40 ms by Nagle + delayed ACK (see teachfile.node.orthanc_env)."""
+    response is held ~40 ms by Nagle + delayed ACK (see teachfile.cli.launcher.orthanc_env)."""
     assert node.process is not None
     environ = Path(f"/proc/{node.process.pid}/environ").read_bytes().split(b"\0")
     assert b"TCP_NODELAY=1" in environ
@@ -146,8 +146,8 @@ def test_make_run_serves_status_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", ["lower", "WAY_TOO_LONG_AE_TITLE", "BAD AET"])
 def test_bad_aet_is_refused_before_start(bad: str) -> None:
+    from teachfile.cli.launcher import NodeSettings
     from teachfile.errors import ConfigError
-    from teachfile.node import NodeSettings
 
     with pytest.raises(ConfigError):
         NodeSettings.from_env({"TEACHFILE_AET": bad})

@@ -12,11 +12,11 @@ import pydicom
 import pytest
 
 from harness import Node, send_pynetdicom, storescu
-from teachfile.deid import Deidentifier
-from teachfile.pixels import apply, assess, decode_frames, load_pixel_policy
-from teachfile.profile import load_profile
-from teachfile.pseudonym import Pseudonymizer
-from teachfile.service import STATUS_PROCESSING_FAILURE
+from teachfile.node.service import STATUS_PROCESSING_FAILURE
+from teachfile.reception.deid import Deidentifier
+from teachfile.reception.pixels import apply, assess, decode_frames, load_pixel_policy
+from teachfile.reception.profile import load_profile
+from teachfile.reception.pseudonym import Pseudonymizer
 
 CONFIG = Path(__file__).resolve().parents[2] / "orthanc-config"
 
@@ -74,7 +74,7 @@ def test_unresolved_burned_in_is_refused_and_the_sender_told(node: Node) -> None
 
 
 def test_ocr_audit_reports_residual_text_when_enabled(node_factory, tmp_path: Path) -> None:
-    from teachfile.ocr import ocr_available
+    from teachfile.reception.ocr import ocr_available
 
     if not ocr_available():
         pytest.skip("tesseract is not installed (scripts/setup --postgres installs it)")

@@ -18,7 +18,7 @@ import requests
 from pydicom.data import get_testdata_file
 
 from harness import Node, refused_as_burned_in, to_bytes, upload_rest
-from teachfile.rest import openapi_document
+from teachfile.api.routes import openapi_document
 
 REPO = Path(__file__).resolve().parents[2]
 USERS = {"admin": "admin-pw", "alice": "alice-pw", "carol": "carol-pw", "dave": "dave-pw"}

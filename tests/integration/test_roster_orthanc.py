@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from teachfile.cli import main
+from teachfile.cli.main import main
 from teachfile.roster import load_roster
 from teachfile.roster.render import render, write
 
@@ -138,9 +138,9 @@ def test_example_server_config_is_accepted(tmp_path: Path, orthancs: list[Orthan
 
 def test_example_server_config_runs_the_plugin(tmp_path: Path, orthancs: list[Orthanc]) -> None:
     """The rendered server configuration, plugin included, adapted only for ports and paths."""
-    node = pytest.importorskip("teachfile.node")
+    node = pytest.importorskip("teachfile.cli.launcher")
     if not all(hasattr(node, n) for n in ("orthanc_env", "ENTRY_SCRIPT", "CONFIG_DIR")):
-        pytest.skip("teachfile.node does not expose the launcher's paths")
+        pytest.skip("teachfile.cli.launcher does not expose the launcher's paths")
     if not Path(node.ENTRY_SCRIPT).is_file():
         pytest.skip("no plugin entry script")
     config = json.loads(render(load_roster(EXAMPLE, environ={}))["server/orthanc.json"])

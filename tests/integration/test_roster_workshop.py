@@ -37,8 +37,8 @@ import yaml
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from teachfile import node as node_mod
-from teachfile.cli import main
+from teachfile.cli import launcher as node_mod
+from teachfile.cli.main import main
 from teachfile.roster import Participant, Roster, load_roster
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"

@@ -30,11 +30,11 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from harness import LOOPBACK, Node, dcmtk, free_port, send_pynetdicom, start_node
-from teachfile.deid import Deidentifier
-from teachfile.keys import load_or_create_key
-from teachfile.node import CONFIG_DIR
-from teachfile.profile import load_profile
-from teachfile.pseudonym import Pseudonymizer
+from teachfile.cli.launcher import CONFIG_DIR
+from teachfile.node.keys import load_or_create_key
+from teachfile.reception.deid import Deidentifier
+from teachfile.reception.profile import load_profile
+from teachfile.reception.pseudonym import Pseudonymizer
 
 J2K = "1.2.840.10008.1.2.4.90"
 J2K_LOSSY = "1.2.840.10008.1.2.4.91"

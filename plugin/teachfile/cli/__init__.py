@@ -1,0 +1,2 @@
+"""The ``teachfile`` command (``main``), its case commands (``cases``) and the ``make run``
+launcher (``launcher``), which writes the node's configuration and starts Orthanc."""

@@ -1,0 +1,346 @@
+"""The node's behaviour behind Orthanc's callbacks, as plain Python.
+
+The entry script owns the ``orthanc`` module and calls into one :class:`Service`; everything that
+decides (what to store, what to refuse, what the sender is told, what is counted) lives here so
+that it runs in plain pytest too.
+
+How a refusal reaches the sender (Orthanc 1.10.1 + Python plugin 4.0, measured):
+- C-STORE: DISCARD would answer Success, so the received-instance callback returns a tiny
+  PHI-free *tombstone* instead; the C-STORE instance filter, which Orthanc calls next on the same
+  thread, recognises it and returns a failure DIMSE status (0xC000 for unreadable input, 0x0110
+  Processing failure otherwise). Nothing is stored.
+- Every other origin (REST, STOW-RS, /modify, Lua, plugins) gets bytes Orthanc cannot parse, so
+  Orthanc stores nothing and raises "Bad file format" to the caller. ``POST /instances`` is served
+  by the plugin, which turns that into HTTP 422 (400 for unreadable input) with a JSON reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from .. import __version__
+from ..errors import REASONS, ConfigError
+from ..reception import seal
+from ..reception.deid import Deidentifier
+from ..reception.pipeline import Decision, Reception
+from ..reception.pixels import load_pixel_policy
+from ..reception.profile import Profile, load_profile
+from ..reception.pseudonym import Pseudonymizer
+from ..reception.transcode import TranscodePolicy, lossless_encoder
+from .keycheck import REASON as KEY_MISMATCH
+from .keycheck import KeyCheck, check_directory
+from .keys import fingerprint, load_or_create_key
+from .roles import Roles
+from .state import NodeState, Refusal
+
+log = logging.getLogger("teachfile")
+
+#: Returned to Orthanc instead of a refused instance from a non-DICOM origin: it cannot be
+#: parsed, so Orthanc stores nothing and reports an error to whoever asked.
+UNSTORABLE = b"TEACHFILE-REFUSED"
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_PROCESSING_FAILURE = 0x0110
+_TOMBSTONE_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture; never stored anyway
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The plugin's part of the Orthanc configuration (section ``Teachfile``)."""
+
+    profile: str
+    config_dir: Path
+    data_dir: Path
+    #: Pixel rules file (burned-in text); None: ``pixel-rules.yaml`` in the config directory.
+    pixel_rules: Path | None = None
+    #: Optional OCR of stored pixels in the audit (Debian's tesseract); off by default.
+    ocr_audit: bool = False
+    force_failure: str | None = None
+    bypass_reception: bool = False
+    max_refusals: int = 1000
+    roles: Mapping[str, str] = field(default_factory=dict)
+    users: tuple[str, ...] = ()
+    #: Orthanc's storage directory: shared by every node of a scale-out cluster, so the place
+    #: where the cluster's key fingerprint is recorded (see :mod:`teachfile.node.keycheck`).
+    storage_dir: Path | None = None
+
+    @classmethod
+    def from_orthanc_config(cls, config: Mapping[str, Any],
+                            environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        section = config.get("Teachfile", {}) or {}
+        if not isinstance(section, Mapping):
+            raise ConfigError("the Teachfile configuration section must be an object")
+        default_cfg = Path(__file__).resolve().parents[3] / "orthanc-config"
+        data_default = Path(config.get("StorageDirectory", "OrthancStorage")) / "teachfile"
+        testing = section.get("Testing", {}) or {}
+        if testing and env.get("TEACHFILE_TESTING") != "1":
+            # A switch that bypasses reception must never reach a real node by accident.
+            raise ConfigError("Teachfile.Testing is for the test suite only (it needs "
+                              "TEACHFILE_TESTING=1 in the environment); remove it")
+        force = testing.get("ForceFailure")
+        if force not in (None, "refusal", "exception"):
+            raise ConfigError("Teachfile.Testing.ForceFailure must be 'refusal' or 'exception'")
+        return cls(
+            profile=str(section.get("Profile", "teaching")),
+            config_dir=Path(section.get("ConfigDirectory", default_cfg)),
+            data_dir=Path(section.get("DataDirectory", data_default)),
+            pixel_rules=Path(section["PixelRules"]) if section.get("PixelRules") else None,
+            ocr_audit=bool(section.get("OcrAudit", False)),
+            force_failure=force,
+            bypass_reception=bool(testing.get("BypassReception", False)),
+            max_refusals=int(section.get("MaxRefusals", 1000)),
+            roles=dict(section.get("Roles", {}) or {}),
+            users=tuple((config.get("RegisteredUsers") or {}).keys()),
+            storage_dir=Path(config.get("StorageDirectory", "OrthancStorage")),
+        )
+
+
+class Service:
+    """Everything the plugin does, minus the Orthanc calls."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        quiet_pydicom()
+        self.settings = settings
+        env = os.environ if environ is None else environ
+        self.key = load_or_create_key(settings.data_dir / "pseudonym.key", env)
+        self.key_fingerprint = fingerprint(self.key)
+        self.profile: Profile = load_profile(settings.profile, settings.config_dir)
+        self.pseudonymizer = Pseudonymizer(self.key)
+        self.transcode_policy = TranscodePolicy.from_mapping(self.profile.transcoding)
+        self.pixel_policy = load_pixel_policy(
+            settings.pixel_rules or settings.config_dir / "pixel-rules.yaml")
+        self.reception = Reception(Deidentifier(self.profile, self.pseudonymizer),
+                                   self.transcode_policy, self.pixel_policy,
+                                   settings.force_failure)
+        self.state = NodeState(settings.max_refusals)
+        self.roles = Roles.from_config(settings.roles, dict.fromkeys(settings.users))
+        self.key_check: KeyCheck | None = None
+        if settings.storage_dir is not None:
+            self.key_check = check_directory(settings.storage_dir, self.key_fingerprint)
+            if not self.key_check.may_receive:
+                self.state.count("alarms", KEY_MISMATCH)
+                log.error("teachfile: this node's pseudonym key differs from the one recorded "
+                          "for the shared storage; every instance will be refused (%s)",
+                          self.key_check.detail)
+        self.versions: dict[str, str] = {"version": __version__}
+        self._lock = threading.Lock()
+        #: thread id -> (tombstone bytes, its refusal) awaiting the C-STORE filter, which
+        #: Orthanc calls on the same thread right after the received-instance callback.
+        self._pending: dict[int, tuple[bytes, Refusal]] = {}
+        #: thread id -> refusals seen while the plugin itself uploads for an HTTP client, so
+        #: they are attributed to that client and reported to it; and that upload's origin.
+        self._uploads: dict[int, list[Refusal]] = {}
+        self._upload_origin: dict[int, str] = {}
+
+    # -- reception -------------------------------------------------------------------------
+
+    def receive(self, raw: bytes, origin: str) -> tuple[str, bytes | None]:
+        """Decide on one instance: ``("modify", bytes)`` or ``("keep", None)`` (test bypass)."""
+        tid = threading.get_ident()
+        with self._lock:
+            self._pending.pop(tid, None)
+            origin = self._upload_origin.get(tid, origin)
+        self.state.count("received")
+        if self.settings.bypass_reception:
+            return "keep", None
+        if self.key_check is not None and not self.key_check.may_receive:
+            decision = Decision(False, reason=KEY_MISMATCH)
+        else:
+            decision = self.reception.process(raw)
+        if decision.store:
+            if decision.transcoded:
+                self.state.count("transcoded", decision.transcode_reason or "default")
+            else:
+                self.state.count("not_transcoded", decision.transcode_reason or "unknown")
+            return "modify", decision.data
+        refusal = self._record_refusal(decision, origin)
+        if origin == "dicom":
+            tomb = make_tombstone()
+            with self._lock:
+                self._pending[tid] = (tomb, refusal)
+            return "modify", tomb
+        return "modify", UNSTORABLE
+
+    def _record_refusal(self, decision: Decision, origin: str) -> Refusal:
+        refusal = Refusal(time.time(), origin, None, decision.reason or "internal-error",
+                          decision.uid_hash, decision.detail)
+        self.state.refuse(refusal)
+        tid = threading.get_ident()
+        with self._lock:
+            if tid in self._uploads:
+                self._uploads[tid].append(refusal)
+        log.warning("refused an instance: origin=%s reason=%s uid-hash=%s detail=%s",
+                    origin, refusal.reason, refusal.uid_hash, refusal.detail)
+        return refusal
+
+    def cstore_filter(self, instance_bytes_size: int, get_bytes: Any, calling_aet: str) -> int:
+        """DIMSE status for an instance that reached the C-STORE filter (0 stores it).
+
+        ``get_bytes`` is only called when this thread has a pending tombstone, so accepted
+        instances cost one dictionary lookup.
+        """
+        with self._lock:
+            pending = self._pending.pop(threading.get_ident(), None)
+        if pending is None:
+            return 0
+        tomb, refusal = pending
+        if instance_bytes_size != len(tomb) or bytes(get_bytes()) != tomb:
+            # A stale entry from a C-STORE that never reached the filter: not this instance.
+            return 0
+        if calling_aet:
+            self.state.replace_refusal(refusal, replace(refusal, calling_aet=calling_aet))
+        if refusal.reason == "parse-error":
+            return STATUS_CANNOT_UNDERSTAND
+        return STATUS_PROCESSING_FAILURE
+
+    # -- uploads the plugin performs for HTTP clients ---------------------------------------
+
+    def begin_upload(self, origin: str) -> None:
+        tid = threading.get_ident()
+        with self._lock:
+            self._uploads[tid] = []
+            self._upload_origin[tid] = origin
+
+    def end_upload(self) -> list[Refusal]:
+        tid = threading.get_ident()
+        with self._lock:
+            self._upload_origin.pop(tid, None)
+            return self._uploads.pop(tid, [])
+
+    # -- second line of defence ---------------------------------------------------------------
+
+    def verify_stored(self, data: bytes) -> bool:
+        """True when a stored instance carries this node's valid seal; counts it as stored.
+
+        Counting here rather than at reception means ``stored`` is what Orthanc really wrote.
+        """
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            ok = bool(seal.verify(ds, self.pseudonymizer))
+        except Exception:  # noqa: BLE001 - unreadable means unverified
+            ok = False
+        if ok:
+            self.state.count("stored")
+        return ok
+
+    def alarm(self, reason: str) -> None:
+        self.state.count("alarms", reason)
+        log.error("second line of defence: deleted an unverified stored instance (%s)", reason)
+
+    # -- REST ---------------------------------------------------------------------------------
+
+    def profile_json(self) -> dict[str, Any]:
+        p = self.profile
+        actions = {f"({t >> 16:04X},{t & 0xFFFF:04X})": a for t, a in sorted(p.actions.items())}
+        actions.update({f"({k})": a for k, a in sorted(p.repeating.items())})
+        return {
+            "name": p.name,
+            "version": p.version,
+            "description": p.description,
+            "table_edition": p.table_edition,
+            "options": sorted(p.options),
+            "date_shift_days": list(p.date_shift_days),
+            "method_codes": [{"code": c, "meaning": m} for c, m in p.method_codes()],
+            "safe_private": [f"{s.group:04X},{s.creator},{s.element:02X}" for s in p.safe_private],
+            "actions": actions,
+            "transcoding": _plain(p.transcoding),
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            **self.versions,
+            "profile": {"name": self.profile.name, "version": self.profile.version},
+            "key_fingerprint": self.key_fingerprint,
+            "key_check": self.key_check.as_json() if self.key_check else None,
+            "lossless_encoder": lossless_encoder(self.transcode_policy),
+            "counters": self.state.snapshot(),
+            "uptime_seconds": round(time.time() - self.state.started, 1),
+        }
+
+
+def quiet_pydicom() -> None:
+    """pydicom's validation warnings quote the offending value (a name, a date): inside the
+    node they must not reach stderr or Orthanc's log. Values are not validated on reading;
+    what de-identification writes is checked when it is written."""
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    logger = logging.getLogger("pydicom")
+    logger.handlers[:] = [logging.NullHandler()]
+    logger.propagate = False
+
+
+def _plain(value: Any) -> Any:
+    """Read-only mappings from the profile as JSON-ready data."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def make_tombstone() -> bytes:
+    """A minimal, PHI-free instance that stands in for a refused one until the C-STORE filter
+    refuses it; unique so the filter can tell it from any real instance."""
+    import secrets
+
+    uid = "2.25." + str(int.from_bytes(secrets.token_bytes(15), "big"))
+    ds = Dataset()
+    ds.SOPClassUID = _TOMBSTONE_CLASS
+    ds.SOPInstanceUID = uid
+    ds.StudyInstanceUID = uid + ".1"
+    ds.SeriesInstanceUID = uid + ".2"
+    ds.PatientID = "TEACHFILE-REFUSED"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = _TOMBSTONE_CLASS
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+#: Orthanc error codes that blame the upload, not the server: ParameterOutOfRange,
+#: BadParameterType, BadRequest, BadFileFormat, InexistentTag (OrthancPluginErrorCode).
+ORTHANC_INPUT_ERRORS = frozenset({3, 5, 8, 15, 21})
+
+
+def refusal_body(refusals: list[Refusal], stored: Any = None,
+                 orthanc_error: int | None = None) -> tuple[int, bytes]:
+    """HTTP status and JSON body for an upload that was not (wholly) stored.
+
+    ``stored`` is what Orthanc answered for the instances it did store (a ZIP upload can be
+    partly refused). Without a refusal, Orthanc itself failed: 400 when its error blames the
+    upload (``orthanc_error`` in :data:`ORTHANC_INPUT_ERRORS`), 500 otherwise.
+    """
+    if not refusals:
+        unreadable = orthanc_error in ORTHANC_INPUT_ERRORS
+        body: dict[str, Any] = {
+            "Status": "Failure", "HttpStatus": 400 if unreadable else 500,
+            "Message": "Orthanc could not read the upload as DICOM" if unreadable
+            else "Orthanc could not store the upload; see its log"}
+        return body["HttpStatus"], json.dumps(body, indent=2).encode()
+    status = 400 if all(r.reason == "parse-error" for r in refusals) else 422
+    body = {
+        "Status": "Refused" if stored is None else "PartlyRefused",
+        "HttpStatus": status,
+        "Message": "the node refused the upload: it could not make it safe to store"
+        if stored is None else "the node refused part of the upload; the rest is stored",
+        "Refusals": [
+            {**r.as_json(), "explanation": REASONS.get(r.reason, "")} for r in refusals
+        ],
+    }
+    if stored is not None:
+        body["Stored"] = stored
+    return status, json.dumps(body, indent=2).encode()
