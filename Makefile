@@ -17,10 +17,12 @@ run: setup
 
 test: setup-test
 	$(PY) -m ruff check plugin tests scripts
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check plugin tests scripts
+	$(PY) -m mypy
 
 # Benchmarks print figures against a baseline measured in the same run; they assert nothing.
 bench: setup-test

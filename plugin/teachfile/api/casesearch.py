@@ -99,7 +99,7 @@ def merge_hits(hits: Iterable[Hit], limit: int = MAX_RESULTS) -> list[dict[str, 
     by_uid: dict[str, list[Hit]] = {}
     for h in hits:
         by_uid.setdefault(h.study_instance_uid, []).append(h)
-    results = []
+    results: list[dict[str, Any]] = []
     for uid, group in by_uid.items():
         group.sort(key=lambda h: (h.local_study is None, h.node))
         local = next((h for h in group if h.local_study is not None), None)
@@ -205,7 +205,9 @@ def cfind_study_descriptions(peer: Peer, calling_aet: str, q: str,
     """
     from pydicom.dataset import Dataset
     from pynetdicom import AE
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # built at import time
+        StudyRootQueryRetrieveInformationModelFind as FIND,
+    )
 
     ae = AE(ae_title=calling_aet)
     ae.add_requested_context(FIND)

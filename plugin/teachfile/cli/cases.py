@@ -353,7 +353,7 @@ def _auth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password", help=f"password (default: ${PASSWORD_ENV})")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="download one case as a ZIP, in its stored syntax")
     _auth(p)
     p.add_argument("--study", required=True, help="Orthanc study id or Study Instance UID")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -40,7 +41,7 @@ def _parse_key(text: str, where: str) -> bytes:
     return key
 
 
-def load_or_create_key(default_path: Path, environ: dict[str, str] | None = None) -> bytes:
+def load_or_create_key(default_path: Path, environ: Mapping[str, str] | None = None) -> bytes:
     """The pseudonym key, from ``TEACHFILE_KEY``, ``TEACHFILE_KEY_FILE``, or ``default_path``.
 
     When none exists, a new 256-bit key is written to ``default_path`` with mode 0600.
@@ -58,7 +59,8 @@ def load_or_create_key(default_path: Path, environ: dict[str, str] | None = None
     return key
 
 
-def load_or_create_password(path: Path, environ: dict[str, str] | None = None) -> tuple[str, bool]:
+def load_or_create_password(path: Path,
+                            environ: Mapping[str, str] | None = None) -> tuple[str, bool]:
     """The admin password and whether it was generated just now (so it is shown once)."""
     env = os.environ if environ is None else environ
     if env.get("TEACHFILE_ADMIN_PASSWORD"):

@@ -55,7 +55,7 @@ class Roles:
     @classmethod
     def from_config(cls, section: Mapping[str, object] | None,
                     users: Mapping[str, object] | None = None) -> Roles:
-        raw = dict(section or {})
+        raw = {str(k): str(v) for k, v in (section or {}).items()}
         for user, role in raw.items():
             if role not in ROLES:
                 raise ConfigError(f"Teachfile.Roles: user {user!r} has unknown role {role!r}; "

@@ -29,7 +29,7 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from .. import __version__
 from ..errors import REASONS, ConfigError
@@ -304,8 +304,8 @@ def make_tombstone() -> bytes:
     ds.PatientID = "TEACHFILE-REFUSED"
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = _TOMBSTONE_CLASS
-    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.file_meta.MediaStorageSOPClassUID = UID(_TOMBSTONE_CLASS)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()

@@ -52,7 +52,7 @@ def _texts(value: object) -> list[str]:
     if isinstance(value, bytes):
         return []
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return [str(v) for v in value]  # type: ignore[union-attr]
+        return [str(v) for v in value]  # type: ignore[attr-defined]
     return [str(value)]
 
 

@@ -33,12 +33,14 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -270,10 +272,10 @@ class Deidentifier:
     def _rebuild_meta(ds: Dataset, tsuid: str) -> None:
         meta = FileMetaDataset()
         meta.FileMetaInformationVersion = b"\x00\x01"
-        meta.MediaStorageSOPClassUID = ds[_SOP_CLASS].value
-        meta.MediaStorageSOPInstanceUID = ds[_SOP_INSTANCE].value
-        meta.TransferSyntaxUID = tsuid
-        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.MediaStorageSOPClassUID = UID(ds[_SOP_CLASS].value)
+        meta.MediaStorageSOPInstanceUID = UID(ds[_SOP_INSTANCE].value)
+        meta.TransferSyntaxUID = UID(tsuid)
+        meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
         ds.file_meta = meta
         ds.preamble = b"\x00" * 128
@@ -319,7 +321,8 @@ class Deidentifier:
         there, free text the table does not list is dummied or cleaned too, not kept."""
         if depth > MAX_DEPTH:
             raise Refusal("unsupported", "nesting too deep")
-        d = ds._dict  # pydicom internals: iterate without decoding (pinned pydicom < 4)
+        # pydicom internals: iterate without decoding (pinned pydicom < 4); int keys, raw values.
+        d: Any = ds._dict
         rules, auto = self._rules, self._auto
         creators: list[int] = []
         kept_blocks: set[int] = set()
@@ -355,7 +358,8 @@ class Deidentifier:
             ds._private_blocks = {}
 
     def _private(
-        self, ds: Dataset, d: dict, tag: int, creators: list[int], kept: set[int], ctx: _Ctx
+        self, ds: Dataset, d: dict[Any, Any], tag: int, creators: list[int], kept: set[int],
+        ctx: _Ctx,
     ) -> None:
         group, elem = tag >> 16, tag & 0xFFFF
         ctx.private_deleted = True
@@ -453,7 +457,7 @@ class Deidentifier:
 def _decode_implicit(ds: Dataset) -> None:
     """Give a VR to raw elements read as implicit VR from a file that claims an explicit
     syntax (pydicom reads such files but cannot write them back otherwise)."""
-    d = ds._dict
+    d: Any = ds._dict
     for tag in list(d):
         elem = d[tag]
         if elem.VR is None:
@@ -507,7 +511,7 @@ def _clean_text(text: str, ctx: _Ctx) -> str:
 
 
 def _map_values(value: object, fn: object) -> object:
-    f = fn  # type: ignore[assignment]
+    f = fn
     if isinstance(value, MultiValue | list):
         return [f(str(v)) for v in value]  # type: ignore[operator]
     return f(str(value))  # type: ignore[operator]

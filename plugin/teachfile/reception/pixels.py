@@ -198,7 +198,7 @@ class _Where:
     def __init__(self, file: str, node: Any, parent: _Where | None = None) -> None:
         line = node.get(_LINE) if isinstance(node, dict) else None
         self.file = file
-        self.line = line or (parent.line if parent else 1)
+        self.line: int = line or (parent.line if parent else 1)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
@@ -232,11 +232,12 @@ def _name(m: dict[Any, Any], where: _Where) -> str:
 
 
 def _keyword(kw: Any, where: _Where) -> str:
-    if not isinstance(kw, str) or tag_for_keyword(kw) is None:
+    tag = tag_for_keyword(kw) if isinstance(kw, str) else None
+    if tag is None:
         raise ConfigError(f"{where}: {kw!s} is not a DICOM keyword")
-    if dictionary_VR(tag_for_keyword(kw)) == "SQ":
+    if dictionary_VR(tag) == "SQ":
         raise ConfigError(f"{where}: {kw} is a sequence and cannot be matched")
-    return kw
+    return str(kw)
 
 
 def _patterns(value: Any, where: _Where, what: str) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -379,8 +379,9 @@ def _encode_frame(frame: np.ndarray, ds: Dataset, target: _Target, level: float,
         if level == 0:
             return bytes(imagecodecs.htj2k_encode(frame, 0, reversible=True))
         return bytes(imagecodecs.htj2k_encode(frame, level, reversible=False))
+    # ``level`` is a PSNR in dB: OpenJPEG takes a float, imagecodecs' stub says int.
     return bytes(imagecodecs.jpeg2k_encode(
-        frame, level, codecformat="J2K", bitspersample=int(ds.BitsStored),
+        frame, level, codecformat="J2K", bitspersample=int(ds.BitsStored),  # type: ignore[arg-type]
         reversible=level == 0, mct=target.mct, numthreads=threads))
 
 
@@ -465,6 +466,7 @@ def _verify(streams: list[bytes], frames: list[np.ndarray], target: _Target,
     """Lossless must be bit-exact on the checked frames; lossy must at least decode to the
     right geometry (a broken codestream is never stored)."""
     n = len(frames)
+    indices: Iterable[int]
     if policy.verify is None or policy.verify >= n:
         indices = range(n)
     else:
@@ -551,7 +553,7 @@ def _build_output(ds: Dataset, streams: list[bytes], target: _Target, ratio: flo
         except Exception as exc:
             raise Refusal("transcode-error", f"new_uid: {type(exc).__name__}") from None
         out.SOPInstanceUID = uid
-        out.file_meta.MediaStorageSOPInstanceUID = uid
+        out.file_meta.MediaStorageSOPInstanceUID = UID(uid)
         out.LossyImageCompression = "01"
         _append_values(out, "LossyImageCompressionRatio", f"{ratio:.2f}")
         _append_values(out, "LossyImageCompressionMethod",

@@ -22,7 +22,7 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 PASSWORD_ENV = "TEACHFILE_PASSWORD"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     roster = subparsers.add_parser("roster", help="generate and apply workshop configurations")
     sub = roster.add_subparsers(dest="roster_command", metavar="ACTION")
 

@@ -17,6 +17,7 @@ from base64 import b32encode
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 from yaml.nodes import Node, SequenceNode
@@ -390,9 +391,9 @@ def _participants(r: Reader, node: Node | None, root: Node,
     return out
 
 
-def _common(r: Reader, fields: dict[str, Node], what: str) -> dict[str, object]:
+def _common(r: Reader, fields: dict[str, Node], what: str) -> dict[str, Any]:
     """The settings shared by defaults, the generated range and explicit nodes."""
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for key in ("port", "http_port"):
         if key in fields and (value := r.port(fields[key], f"{what} {key}")) is not None:
             out[key] = value
