@@ -17,6 +17,7 @@ import pydicom
 
 from ..node.service import Service
 from ..reception.audit import Finding, audit_dataset
+from ..reception.explain import explain
 from ..reception.ocr import ocr_available, residual_text
 from . import cases
 from .types import Request, Response, error
@@ -137,12 +138,21 @@ def _audit(service: Service, req: Request) -> Response:
     })
 
 
+def _explain(service: Service, req: Request) -> Response:
+    """What reception would do with the body's DICOM file; nothing is stored, logged or
+    counted, and the caller's own values come back to the caller only."""
+    if not req.body:
+        return error(400, "the body must be a DICOM file (Content-Type: application/dicom)")
+    return Response(200, explain(service.reception, req.body))
+
+
 _ROUTES: dict[str, tuple[str, Callable[[Service, Request], Response]]] = {
     "/teachfile/status": ("GET", _status),
     "/teachfile/refusals": ("GET", _refusals),
     "/teachfile/profile": ("GET", _profile),
     "/teachfile/openapi.json": ("GET", _openapi),
     "/teachfile/audit": ("POST", _audit),
+    "/teachfile/explain": ("POST", _explain),
 }
 
 #: The regular expression the entry script registers with Orthanc.

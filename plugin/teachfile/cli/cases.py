@@ -119,6 +119,9 @@ class Node:
     def json(self, path: str) -> Any:
         return self.call("GET", path).json()
 
+    def content(self, path: str) -> bytes:
+        return self.call("GET", path).content
+
     def study_id(self, study: str) -> str:
         """An Orthanc study id from an id or a Study Instance UID."""
         if self.call("GET", f"/studies/{study}", ok=(200, 404)).status_code == 200:
@@ -160,7 +163,9 @@ def _node(args: argparse.Namespace) -> Node:
 def cmd_export(args: argparse.Namespace) -> int:
     node = _node(args)
     study = node.study_id(args.study)
-    kind = "media" if args.dicomdir else "archive"
+    if args.format == "nifti":
+        return _export_nifti(node, study, args.output)
+    kind = "media" if args.dicomdir or args.format == "dicomdir" else "archive"
     out: Path = args.output
     out.parent.mkdir(parents=True, exist_ok=True)
     size = node.download(f"/studies/{study}/{kind}", out, f"export {out.name}")
@@ -169,6 +174,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     count = sum(1 for n in names if n.rsplit("/", 1)[-1] != "DICOMDIR")
     print(f"{out}: {count} instances{' + DICOMDIR' if args.dicomdir else ''}, "
           f"{_human(size)}, in the stored transfer syntax")
+    return 0
+
+
+def _export_nifti(node: Node, study: str, out: Path) -> int:
+    from .nifti import export_nifti
+
+    results = export_nifti(node, study, out)
+    for r in results:
+        names = ", ".join(p.name for p in r.files)
+        extra = (f" (sidecar fields removed: {', '.join(r.removed_fields)})"
+                 if r.removed_fields else "")
+        print(f"{out}: {names}{extra}")
+    if not results:
+        print(f"{out}: the study has no image series to convert")
     return 0
 
 
@@ -354,11 +373,16 @@ def _auth(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="download one case as a ZIP, in its stored syntax")
+    p = sub.add_parser("export", help="download one case: a ZIP in its stored syntax, DICOMDIR "
+                       "media, or NIfTI (.nii.gz + BIDS sidecar per series)")
     _auth(p)
     p.add_argument("--study", required=True, help="Orthanc study id or Study Instance UID")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="ZIP")
-    p.add_argument("--dicomdir", action="store_true", help="a DICOMDIR media archive")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="ZIP|DIR",
+                   help="the ZIP file to write (zip, dicomdir) or the directory (nifti)")
+    p.add_argument("--format", choices=("zip", "dicomdir", "nifti"), default="zip",
+                   help="zip (default), dicomdir (media archive), nifti (dcm2niix, one file per "
+                        "series, sidecars checked for the case's identifying values)")
+    p.add_argument("--dicomdir", action="store_true", help="the same as --format dicomdir")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("backup", help="copy every instance not yet backed up into DIR")

@@ -27,8 +27,10 @@ ENTRY_SCRIPT = PLUGIN_DIR / "teachfile_entry.py"
 CONFIG_DIR = REPO_DIR / "orthanc-config"
 ORTHANC_PLUGINS = Path("/usr/share/orthanc/plugins")
 #: The plugins a node loads, by file name; others in the directory (worklists, serve-folders)
-#: are left out on purpose.
-PLUGIN_FILES = ("libOrthancPython.so", "libOrthancGdcm.so", "libOrthancDicomWeb.so")
+#: are left out on purpose. The Web Viewer decodes JPEG 2000 on the server (GDCM), so every
+#: series opens in Orthanc Explorer's viewer whatever the browser can decode.
+PLUGIN_FILES = ("libOrthancPython.so", "libOrthancGdcm.so", "libOrthancDicomWeb.so",
+                "libOrthancWebViewer.so")
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -5,7 +5,8 @@ runs; the filter then decides by role. Three roles, smallest first:
 
 - ``viewer``: read, query, download. GET and HEAD anywhere, plus the few POST endpoints that only
   read (find, lookup, archive and media downloads, queries to remote modalities).
-- ``contributor``: a viewer who may also upload (``POST /instances``, STOW-RS) and label cases.
+- ``contributor``: a viewer who may also upload (``POST /instances``, STOW-RS), label cases and
+  ask what reception would do with a file (``POST /teachfile/explain``).
 - ``admin``: everything.
 
 A user configured without a role is a viewer: an unlisted account gets the least power.
@@ -43,6 +44,7 @@ _CONTRIBUTOR_WRITES = tuple((m, re.compile(p)) for m, p in (
     ("POST", r"^/dicom-web/studies(/[^/]+)?$"),
     ("PUT", r"^/teachfile/cases/[^/]+$"),
     ("POST", r"^/teachfile/cases/[^/]+/send$"),
+    ("POST", r"^/teachfile/explain$"),
 ))
 
 

@@ -280,6 +280,25 @@ class Deidentifier:
         ds.file_meta = meta
         ds.preamble = b"\x00" * 128
 
+    # ----------------------------------------------------------------- explaining
+    def rule(self, tag: int) -> tuple[str, str]:
+        """The one-letter action the walk takes for ``tag`` at the top level, and which rule
+        chose it: ``private``, ``table`` (Table E.1-1 under the profile's options), ``extra``
+        (a rule beyond the table, :data:`_EXTRA`), ``issuer`` or ``vr`` (the VR fallback).
+
+        Read from the very dictionaries the walk uses, so an explanation cannot drift from it.
+        """
+        if (tag >> 16) & 1:
+            return ("K" if (tag >> 16) in self._safe_groups else "X"), "private"
+        if tag in _EXTRA:
+            return self._rules[tag], "extra"
+        if tag in _ISSUERS and not self.profile.has("retain_institution_identity"):
+            return "X", "issuer"
+        listed = self._rules.get(tag)
+        if listed is not None:
+            return listed, "table"
+        return self._auto.get(tag) or self._auto_rule(tag), "vr"
+
     # ----------------------------------------------------------------- the walk
     def _dict_vr(self, tag: int) -> str | None:
         try:

@@ -106,6 +106,9 @@ def _plugin(roster: Roster, roles: dict[str, str]) -> dict[str, Any]:
         "SaveJobs": False,
         "Gdcm": {"Enable": True},
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
+        # Every plugin in the directory is loaded: Debian's orthanc-webviewer natively; in the
+        # official image, Stone and OHIF (enabled in the compose file) read DICOMweb.
+        "OHIF": {"DataSource": "dicom-web"},
         "StorageDirectory": pl.storage_directory,
         "IndexDirectory": pl.storage_directory,
         "Teachfile": {"Profile": pl.profile, "ConfigDirectory": pl.config_directory,

@@ -179,3 +179,19 @@ def test_write_removes_stale_participants(roster: Roster, tmp_path: Path) -> Non
     assert sorted(p.name for p in (tmp_path / "nodes").iterdir()) == ["workshop01", "workshop02"]
     assert not (tmp_path / "handouts" / "workshop03.html").exists()
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_workshop_nodes_offer_the_images_viewers() -> None:
+    """Every rendered configuration loads the plugin directory (Debian's Web Viewer natively),
+    and every service of the workshop compose file enables the image's Stone and OHIF."""
+    roster = load_roster(EXAMPLE, {"TEACHFILE_ROSTER_SECRET": "x" * 32})
+    files = render(roster)
+    compose = yaml.safe_load(files["compose.yaml"])
+    for service in compose["services"].values():
+        assert service["environment"]["STONE_WEB_VIEWER_PLUGIN_ENABLED"] == "true"
+        assert service["environment"]["OHIF_PLUGIN_ENABLED"] == "true"
+    configs = [json.loads(text) for name, text in files.items() if name.endswith("orthanc.json")]
+    assert configs
+    for config in configs:
+        assert config["Plugins"] == [roster.plugin.plugins]
+        assert config["OHIF"] == {"DataSource": "dicom-web"}
