@@ -23,8 +23,11 @@ import orthanc
 _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
-# A venv beside the checkout (scripts/setup) when the launcher did not set PYTHONPATH.
-for _sp in sorted((_HERE.parent / ".venv" / "lib").glob("python3*/site-packages")):
+# A venv beside the checkout (scripts/setup) when the launcher did not set PYTHONPATH; only one
+# made for this very Python: the latest lane's Orthanc sees the checkout's 3.11 .venv too, and
+# its compiled modules (and the plugins pydicom finds through their metadata) cannot load here.
+_PYDIR = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+for _sp in sorted((_HERE.parent / ".venv" / "lib").glob(f"{_PYDIR}/site-packages")):
     if str(_sp) not in sys.path:
         site.addsitedir(str(_sp))
 
