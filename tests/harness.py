@@ -231,6 +231,11 @@ def lane_expectations() -> dict[str, str]:
             "python_version": python}
 
 
+def orthanc_version() -> tuple[int, ...]:
+    """The lane's Orthanc version, for tests whose sender-visible outcome differs by version."""
+    return tuple(int(x) for x in re.findall(r"\d+", lane_expectations()["orthanc_version"])[:3])
+
+
 def check_lane(status: Mapping[str, Any]) -> None:
     """Fail when a node runs other versions than its lane's: a lane that silently ran the
     system's Orthanc (or another Python) would prove nothing about the versions it names."""

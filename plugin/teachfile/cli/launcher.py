@@ -152,6 +152,20 @@ def lane_command(argv: list[str], paths: Iterable[str | Path] = (),
             script, "sh", str(root), "/", *binds, "--", *argv]
 
 
+def _version_tuple(debian_version: str) -> tuple[int, ...]:
+    upstream = debian_version.split(":")[-1].split("+")[0].split("-")[0].split("~")[0]
+    return tuple(int(x) for x in upstream.split(".") if x.isdigit())
+
+
+def python_plugin_options(lane: str | None = None) -> dict[str, Any]:
+    """The ``Python`` section for the lane's plugin: ``AllowThreads`` (plugin >= 4.3) releases
+    the GIL around SDK calls, so an upload waiting in ``RestApiPost`` lets other callbacks'
+    Python run. Plugin 4.0 has no such option; the section is left out for it."""
+    if _version_tuple(lane_packages(lane).get("orthanc-python", "0")) >= (4, 3):
+        return {"AllowThreads": True}
+    return {}
+
+
 def plugin_paths() -> list[str]:
     missing = [p for p in PLUGIN_FILES if not on_lane(ORTHANC_PLUGINS / p).exists()]
     if missing:
@@ -179,6 +193,7 @@ def build_config(settings: NodeSettings, password: str) -> dict[str, Any]:
         "Plugins": plugin_paths(),
         "PythonScript": str(ENTRY_SCRIPT),
         "PythonVerbose": False,
+        **({"Python": opts} if (opts := python_plugin_options()) else {}),
         # Jobs are not resumed from a previous run; transient by design on a teaching node.
         "SaveJobs": False,
         # Pseudonyms are deterministic: a re-sent or re-labelled case (/modify keeping its UIDs)
