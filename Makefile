@@ -15,10 +15,14 @@ setup-test:
 run: setup
 	@$(VENV)/bin/teachfile run
 
+# Unit tests once, then the integration suite once per Orthanc lane (README, "Two Orthanc
+# lanes"); exit 5 is "nothing selected", which a -k in PYTEST_ARGS may mean for one part.
 test: setup-test
 	$(PY) -m ruff check plugin tests scripts
 	$(PY) -m mypy
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/integration $(PYTEST_ARGS)
+	TEACHFILE_ORTHANC=system $(PY) -m pytest tests/integration $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	TEACHFILE_ORTHANC=latest $(PY) -m pytest tests/integration $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: setup
 	$(PY) -m ruff check plugin tests scripts

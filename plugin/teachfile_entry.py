@@ -23,8 +23,11 @@ import orthanc
 _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
-# A venv beside the checkout (scripts/setup) when the launcher did not set PYTHONPATH.
-for _sp in sorted((_HERE.parent / ".venv" / "lib").glob("python3*/site-packages")):
+# A venv beside the checkout (scripts/setup) when the launcher did not set PYTHONPATH; only one
+# made for this very Python: the latest lane's Orthanc sees the checkout's 3.11 .venv too, and
+# its compiled modules (and the plugins pydicom finds through their metadata) cannot load here.
+_PYDIR = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+for _sp in sorted((_HERE.parent / ".venv" / "lib").glob(f"{_PYDIR}/site-packages")):
     if str(_sp) not in sys.path:
         site.addsitedir(str(_sp))
 
@@ -39,6 +42,116 @@ _ORIGINS = {
 }
 _REFUSE_EVERYTHING = b"TEACHFILE-REFUSED"
 _PROCESSING_FAILURE = 0x0110
+
+
+# -- callbacks on small thread stacks (Python >= 3.14) ----------------------------------------
+# Orthanc's HTTP threads have 100 KiB stacks (measured on 1.10.1 and 1.13.0). Python 3.14 bounds
+# recursion by the C stack actually left, not by a frame count: a received-instance callback
+# nested in an HTTP upload (the /instances handler's RestApiPost, Orthanc's parser, then the
+# callback) raises RecursionError at a shallow depth, which is refused as an internal error.
+# There, the callback's work runs on a pool thread with a full stack while the Orthanc thread
+# waits (the GIL is released while it waits); Python 3.11 counts frames and runs it in place.
+_STACK_MEASURED = sys.version_info >= (3, 14)
+_SMALL_STACK = 1 << 20
+_POOL_STACK = 8 << 20
+_POOL_SIZE = 4
+_small_stacks: dict[int, bool] = {}
+_pool_jobs: queue.SimpleQueue[tuple[object, tuple[object, ...], dict[str, object], list[object],
+                                    threading.Event]] = queue.SimpleQueue()
+_pool_threads: set[int] = set()
+
+
+def _thread_stack_size() -> int | None:
+    """The calling thread's stack size (glibc's pthread_getattr_np), or None if unknown."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.pthread_self.restype = ctypes.c_ulong
+        libc.pthread_getattr_np.argtypes = [ctypes.c_ulong, ctypes.c_void_p]
+        attr = ctypes.create_string_buffer(128)  # pthread_attr_t is 56 bytes on x86-64
+        if libc.pthread_getattr_np(libc.pthread_self(), attr) != 0:
+            return None
+        addr, size = ctypes.c_void_p(), ctypes.c_size_t()
+        rc = libc.pthread_attr_getstack(attr, ctypes.byref(addr), ctypes.byref(size))
+        libc.pthread_attr_destroy(attr)
+        return int(size.value) if rc == 0 else None
+    except Exception:  # noqa: BLE001 - unknown: assume a full stack
+        return None
+
+
+def _pool_worker() -> None:
+    _pool_threads.add(threading.get_ident())
+    while True:
+        fn, args, kwargs, out, done = _pool_jobs.get()
+        try:
+            out.append((True, fn(*args, **kwargs)))  # type: ignore[operator]
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller's wrapper
+            out.append((False, exc))
+        finally:
+            done.set()
+
+
+def _start_pool() -> None:
+    previous = threading.stack_size(_POOL_STACK)
+    try:
+        for i in range(_POOL_SIZE):
+            threading.Thread(target=_pool_worker, name=f"teachfile-stack-{i}",
+                             daemon=True).start()
+    finally:
+        threading.stack_size(previous)
+
+
+def _on_small_stack() -> bool:
+    ident = threading.get_ident()
+    small = _small_stacks.get(ident)
+    if small is None:
+        size = _thread_stack_size()
+        small = size is not None and size < _SMALL_STACK and ident not in _pool_threads
+        _small_stacks[ident] = small
+    return small
+
+
+_RAISE = object()
+
+
+def _full_stack(fallback: object = _RAISE):  # type: ignore[no-untyped-def]
+    """Run a callback in place, or on a pool thread when Python measures a small stack.
+
+    ``fallback`` is what the callback answers if handing it over fails: the callbacks that fail
+    open in Orthanc (received instance, C-STORE filter, HTTP filter) must refuse then.
+    """
+
+    def wrap(fn):  # type: ignore[no-untyped-def]
+        if not _STACK_MEASURED:
+            return fn
+
+        def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                if not _on_small_stack():
+                    return fn(*args, **kwargs)
+                out: list[object] = []
+                done = threading.Event()
+                _pool_jobs.put((fn, args, kwargs, out, done))
+                done.wait()
+                ok, value = out[0]  # type: ignore[misc]
+                if ok:
+                    return value
+                raise value
+            except BaseException:
+                if fallback is _RAISE:
+                    raise
+                return fallback
+
+        run.__name__ = fn.__name__
+        run.__doc__ = fn.__doc__
+        return run
+
+    return wrap
+
+
+if _STACK_MEASURED:
+    _start_pool()
 
 
 class _OrthancLogHandler(logging.Handler):
@@ -78,6 +191,7 @@ except Exception as _exc:  # noqa: BLE001
                      "every received instance will be refused")
 
 
+@_full_stack((_MODIFY, _REFUSE_EVERYTHING))
 def _on_received(raw: bytes, origin: object) -> tuple[object, bytes | None]:
     try:
         if _service is None:
@@ -92,6 +206,7 @@ def _on_received(raw: bytes, origin: object) -> tuple[object, bytes | None]:
         return _MODIFY, _REFUSE_EVERYTHING
 
 
+@_full_stack(_PROCESSING_FAILURE)
 def _on_cstore(instance: orthanc.DicomInstance) -> int:
     try:
         if _service is None:
@@ -119,6 +234,7 @@ def _delete_worker() -> None:
                 time.sleep(0.5 * (attempt + 1))
 
 
+@_full_stack()
 def _on_stored(instance: orthanc.DicomInstance, instance_id: str) -> None:
     try:
         if _service is not None and _service.verify_stored(instance.GetInstanceData()):
@@ -172,6 +288,7 @@ class _Api:
         orthanc.RestApiDelete(uri)
 
 
+@_full_stack(False)
 def _on_http_request(uri: str, **request: object) -> bool:
     """Roles, on every HTTP request (Orthanc has already checked the password)."""
     try:
@@ -187,6 +304,7 @@ def _on_http_request(uri: str, **request: object) -> bool:
         return False
 
 
+@_full_stack()
 def _on_teachfile_rest(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     if _service is None:
         _answer(output, 503, b'{"error": "teachfile failed to start; see the Orthanc log"}')
@@ -220,6 +338,7 @@ def _query_string(get: dict[str, str]) -> str:
     return ("?" + urlencode(get)) if get else ""
 
 
+@_full_stack()
 def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     """``/instances``: uploads go through the plugin so a refusal is an HTTP error."""
     method = request.get("method")

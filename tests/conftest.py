@@ -17,6 +17,18 @@ from harness import RUNNING, Node, start_node  # noqa: E402
 _NODES = pytest.StashKey[list[Node]]()
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which Orthanc lane ($TEACHFILE_ORTHANC) this run's nodes start on."""
+    from harness import lane_expectations
+
+    try:
+        want = lane_expectations()
+    except Exception as exc:  # noqa: BLE001 - the nodes' start says it again, as a failure
+        return f"teachfile lane: unusable ({exc})"
+    return (f"teachfile lane: {want['lane']} (Orthanc {want['orthanc_version']}, Python plugin "
+            f"{want['python_plugin_version']}, Python {want['python_version']})")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
     outcome = yield

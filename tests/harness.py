@@ -7,6 +7,7 @@ DCMTK's storescu/echoscu and HTTP.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -14,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -199,10 +201,52 @@ def _start_node(
     if wait:
         try:
             n.wait_until_ready()
+            check_lane(n.status())
         except Exception:
             n.stop()
             raise
     return n
+
+
+# -- lanes -----------------------------------------------------------------------------------
+
+
+def _upstream(version: str) -> str:
+    """Debian's ``1.13.0+dfsg-1+b1`` -> ``1.13.0``; ``7.1-1`` -> ``7.1``."""
+    return re.sub(r"^\d+:", "", version).split("+")[0].split("-")[0].split("~")[0]
+
+
+@functools.cache
+def lane_expectations() -> dict[str, str]:
+    """The versions the lane ($TEACHFILE_ORTHANC) must run, from that lane's own packages."""
+    packages = node_mod.lane_packages()
+    python = ".".join(map(str, sys.version_info[:2]))
+    root = node_mod.lane_root()
+    if root is not None:
+        found = sorted((root / node_mod.LANE_VENV.lstrip("/") / "lib").glob("python3*"))
+        python = found[-1].name.removeprefix("python") if found else "?"
+    return {"lane": node_mod.current_lane(),
+            "orthanc_version": _upstream(packages.get("orthanc", "?")),
+            "python_plugin_version": _upstream(packages.get("orthanc-python", "?")),
+            "python_version": python}
+
+
+def orthanc_version() -> tuple[int, ...]:
+    """The lane's Orthanc version, for tests whose sender-visible outcome differs by version."""
+    return tuple(int(x) for x in re.findall(r"\d+", lane_expectations()["orthanc_version"])[:3])
+
+
+def check_lane(status: Mapping[str, Any]) -> None:
+    """Fail when a node runs other versions than its lane's: a lane that silently ran the
+    system's Orthanc (or another Python) would prove nothing about the versions it names."""
+    want = lane_expectations()
+    got = {"orthanc_version": status.get("orthanc_version"),
+           "python_plugin_version": status.get("python_plugin_version"),
+           "python_version": ".".join(str(status.get("python_version")).split(".")[:2])}
+    wrong = {k: (v, want[k]) for k, v in got.items() if v != want[k]}
+    if wrong:
+        raise RuntimeError(f"the {want['lane']} lane ran other versions than its own "
+                           f"(found, wanted): {wrong}")
 
 
 def refused_as_burned_in(ds: pydicom.Dataset) -> bool:

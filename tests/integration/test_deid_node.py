@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 
 from harness import (
     Node,
+    orthanc_version,
     refused_as_burned_in,
     send_pynetdicom,
     start_node,
@@ -281,7 +282,13 @@ def test_instances_orthanc_creates_itself_are_deidentified(node: Node) -> None:
                  != "")
     r = node.post(f"/studies/{study}/anonymize", json={"Replace": {
         "PatientName": "ANONYMIZED^BY^ORTHANC", "InstitutionName": "ANON HOSPITAL"}})
-    assert r.status_code == 200, r.text
+    if orthanc_version() >= (1, 13):
+        # Orthanc 1.13's modification job looks the new study up under the UIDs it generated,
+        # which the node's pseudonyms replaced: the job fails ("Unknown resource") after the
+        # de-identified instance was stored. Known difference, README "Two Orthanc lanes".
+        assert r.status_code == 404 and r.json()["OrthancStatus"] == 17, r.text
+    else:
+        assert r.status_code == 200, r.text
     for ds in node.stored_datasets():
         text = str(ds)
         assert "CREATED" not in text and "HOSPITAL" not in text

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from teachfile.cli import launcher
 from teachfile.cli.main import main
 from teachfile.roster import load_roster
 from teachfile.roster.render import render, write
@@ -57,7 +58,10 @@ class Orthanc:
         self.config_path.write_text(json.dumps(config, indent=2))
         self.log_path = workdir / "orthanc.log"
         self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen([ORTHANC, str(self.config_path)], cwd=workdir, env=env,
+        # On the lane the suite runs on ($TEACHFILE_ORTHANC), as the harness's nodes are.
+        cmd = launcher.lane_command([launcher.orthanc_executable(), str(self.config_path)],
+                                    [workdir])
+        self.process = subprocess.Popen(cmd, cwd=workdir, env=env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, seconds: float = 60.0) -> None:

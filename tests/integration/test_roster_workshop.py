@@ -159,7 +159,9 @@ class WorkshopServer:
 
     def start(self, timeout: float = 90.0) -> None:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([ORTHANC, str(self.config_path)],
+            cmd = node_mod.lane_command([node_mod.orthanc_executable(), str(self.config_path)],
+                                        [self.config_path.parent])
+            self.process = subprocess.Popen(cmd,
                                             cwd=self.config_path.parent, stdout=log,
                                             stderr=subprocess.STDOUT,
                                             env=node_mod.orthanc_env())

@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from harness import LOOPBACK, Node, dcmtk, free_port, send_pynetdicom, start_node
+from harness import LOOPBACK, Node, dcmtk, free_port, orthanc_version, send_pynetdicom, start_node
 from teachfile.cli.launcher import CONFIG_DIR
 from teachfile.node.keys import load_or_create_key
 from teachfile.reception.deid import Deidentifier
@@ -359,9 +359,13 @@ def test_c_get_with_getscu_receives_decoded_pixels(lossless: Received, tmp_path:
                                                    propose: list[str]) -> None:
     """getscu 3.6.7 proposes J2K and uncompressed syntaxes in ONE presentation context (+xv);
     Orthanc 1.10, the acceptor, then picks Explicit VR Little Endian, so even a J2K-capable
-    getscu receives decoded (bit-exact) pixels. See the pynetdicom test for J2K over C-GET."""
+    getscu receives decoded (bit-exact) pixels; Orthanc 1.13 picks the stored J2K, so it receives
+    the stored codestreams. See the pynetdicom test for J2K over C-GET."""
     got = _getscu(lossless, "multiframe", tmp_path, propose)
-    _check_decoded(lossless, "multiframe", got)
+    if propose and orthanc_version() >= (1, 13):
+        _check_unchanged(lossless, "multiframe", got)
+    else:
+        _check_decoded(lossless, "multiframe", got)
 
 
 def _getscu(rx: Received, name: str, tmp_path: Path, args: list[str]) -> Dataset:
@@ -437,6 +441,9 @@ def test_wado_rs_with_any_transfer_syntax_returns_the_stored_j2k(lossless: Recei
     _check_unchanged(lossless, "ct", got)
 
 
+@pytest.mark.xfail(orthanc_version() >= (1, 13), run=False, strict=True,
+                   reason="Debian's DICOMweb 1.24 build crashes Orthanc 1.13 whenever WADO-RS "
+                   "transcodes, without the plugin too (tests/integration/test_lane.py)")
 def test_wado_rs_without_transfer_syntax_returns_explicit_little_endian(
         lossless: Received) -> None:
     (got,) = _wado_parts(lossless, "rgb", 'multipart/related; type="application/dicom"')

@@ -13,7 +13,8 @@ import os
 import shutil
 import sys
 import sysconfig
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,105 @@ class NodeSettings:
         )
 
 
+# -- lanes: which Orthanc runs the node ------------------------------------------------------
+#: ``system``: the machine's Orthanc (Debian bookworm's 1.10.1 here). ``latest``: the Orthanc the
+#: official image ships (1.13 + Python plugin 7.1 + Python 3.14), from the Debian unstable root
+#: that ``scripts/setup-lane`` builds. Chosen with $TEACHFILE_ORTHANC.
+LANES = ("system", "latest")
+LANE_ROOT = REPO_DIR / ".lanes" / "latest" / "root"
+#: The root's venv, as a path inside the root.
+LANE_VENV = "/opt/teachfile/venv"
+
+
+def current_lane(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    lane = env.get("TEACHFILE_ORTHANC") or "system"
+    if lane not in LANES:
+        raise ConfigError(f"$TEACHFILE_ORTHANC must be one of {', '.join(LANES)}, not {lane!r}")
+    return lane
+
+
+def lane_root(lane: str | None = None) -> Path | None:
+    """The directory Orthanc's files are found under (None: this machine's own /)."""
+    if (lane or current_lane()) == "system":
+        return None
+    if not (LANE_ROOT / "usr" / "sbin" / "Orthanc").exists():
+        raise ConfigError(f"the latest Orthanc lane is not built in {LANE_ROOT}; "
+                          "run scripts/setup-lane")
+    return LANE_ROOT
+
+
+def on_lane(path: str | Path, lane: str | None = None) -> Path:
+    """Where a path of Orthanc's file system (/usr/share/orthanc/...) is seen from here."""
+    root = lane_root(lane)
+    return Path(path) if root is None else root / str(path).lstrip("/")
+
+
+def lane_packages(lane: str | None = None) -> dict[str, str]:
+    """Installed versions of the packages a lane runs, from that lane's dpkg database."""
+    root = lane_root(lane)
+    admindir = ["--admindir", str(root / "var" / "lib" / "dpkg")] if root else []
+    names = ("orthanc", "orthanc-python", "orthanc-dicomweb", "orthanc-gdcm",
+             "orthanc-postgresql", "dcmtk")
+    import subprocess
+
+    proc = subprocess.run(["dpkg-query", *admindir, "-W", "-f", "${Package} ${Version}\n",
+                           *names], capture_output=True, text=True, check=False)
+    return dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+
+
+def lane_command(argv: list[str], paths: Iterable[str | Path] = (),
+                 lane: str | None = None) -> list[str]:
+    """``argv`` (a program of the lane's file system) as a command to run from here.
+
+    The latest lane runs it chrooted in the root, in a private mount namespace that binds /proc,
+    /dev, the checkout, the temporary directory and ``paths`` at their own paths: paths in
+    configurations and logs are the same inside and outside, and nothing stays mounted on the
+    host when the process ends. Every step execs, so the returned command's process IS the
+    program (signals reach it; its exit status is the program's).
+    """
+    root = lane_root(lane)
+    if root is None:
+        return list(argv)
+    if os.geteuid() != 0:
+        raise ConfigError("the latest Orthanc lane runs in a chroot, which needs root")
+    unshare = shutil.which("unshare") or "/usr/bin/unshare"
+    binds: list[str] = []
+    wanted = [REPO_DIR, Path(tempfile.gettempdir()), *(Path(p) for p in paths)]
+    for p in sorted({str(Path(p).resolve()) for p in wanted}, key=len):
+        if not any(p == b or p.startswith(b.rstrip("/") + "/") for b in binds):
+            Path(p).mkdir(parents=True, exist_ok=True)
+            binds.append(p)
+    script = (
+        'root=$1; cwd=$2; shift 2; '
+        'mount -t proc proc "$root/proc"; mount --rbind /dev "$root/dev"; '
+        'while [ "$1" != -- ]; do mkdir -p "$root$1"; mount --bind "$1" "$root$1"; shift; done; '
+        'shift; exec chroot "$root" /usr/bin/env --chdir="$cwd" "$@"'
+    )
+    return [unshare, "--mount", "--propagation", "private", "--", "/bin/sh", "-e", "-c",
+            script, "sh", str(root), "/", *binds, "--", *argv]
+
+
+def _version_tuple(debian_version: str) -> tuple[int, ...]:
+    upstream = debian_version.split(":")[-1].split("+")[0].split("-")[0].split("~")[0]
+    return tuple(int(x) for x in upstream.split(".") if x.isdigit())
+
+
+def python_plugin_options(lane: str | None = None) -> dict[str, Any]:
+    """The ``Python`` section for the lane's plugin: ``AllowThreads`` (plugin >= 4.3) releases
+    the GIL around SDK calls, so an upload waiting in ``RestApiPost`` lets other callbacks'
+    Python run. Plugin 4.0 has no such option; the section is left out for it."""
+    if _version_tuple(lane_packages(lane).get("orthanc-python", "0")) >= (4, 3):
+        return {"AllowThreads": True}
+    return {}
+
+
 def plugin_paths() -> list[str]:
-    missing = [p for p in PLUGIN_FILES if not (ORTHANC_PLUGINS / p).exists()]
+    missing = [p for p in PLUGIN_FILES if not on_lane(ORTHANC_PLUGINS / p).exists()]
     if missing:
         raise ConfigError(
-            f"Orthanc plugins missing from {ORTHANC_PLUGINS}: {', '.join(missing)}; "
-            "run scripts/setup"
+            f"Orthanc plugins missing from {on_lane(ORTHANC_PLUGINS)}: {', '.join(missing)}; "
+            "run scripts/setup" + ("-lane" if current_lane() == "latest" else "")
         )
     return [str(ORTHANC_PLUGINS / p) for p in PLUGIN_FILES]
 
@@ -101,6 +195,7 @@ def build_config(settings: NodeSettings, password: str) -> dict[str, Any]:
         "Plugins": plugin_paths(),
         "PythonScript": str(ENTRY_SCRIPT),
         "PythonVerbose": False,
+        **({"Python": opts} if (opts := python_plugin_options()) else {}),
         # Jobs are not resumed from a previous run; transient by design on a teaching node.
         "SaveJobs": False,
         # Pseudonyms are deterministic: a re-sent or re-labelled case (/modify keeping its UIDs)
@@ -154,8 +249,15 @@ def prepare(settings: NodeSettings, env: Mapping[str, str] | None = None) -> Pre
 
 
 def python_path() -> str:
-    """PYTHONPATH for Orthanc's embedded interpreter: the package and this venv's packages."""
+    """PYTHONPATH for Orthanc's embedded interpreter: the package and this venv's packages
+    (on the latest lane, the root's venv, built for the root's Python)."""
     parts = [str(PLUGIN_DIR), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    root = lane_root()
+    if root is not None:
+        found = sorted((root / LANE_VENV.lstrip("/") / "lib").glob("python3*/site-packages"))
+        if not found:
+            raise ConfigError(f"no venv in {root}{LANE_VENV}; run scripts/setup-lane")
+        parts = [str(PLUGIN_DIR), "/" + str(found[-1].relative_to(root))]
     seen: list[str] = []
     for p in parts:
         if p not in seen:
@@ -163,14 +265,25 @@ def python_path() -> str:
     return os.pathsep.join(seen)
 
 
-def orthanc_command(prepared: Prepared, verbose: bool = False) -> list[str]:
+def orthanc_executable() -> str:
+    """The lane's Orthanc, as a path of the lane's file system."""
+    if current_lane() == "latest":
+        lane_root()  # says how to build it when missing
+        return "/usr/sbin/Orthanc"
     exe = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not Path(exe).exists():
         raise ConfigError("Orthanc is not installed; run scripts/setup")
-    cmd = [exe, str(prepared.config_path)]
+    return exe
+
+
+def orthanc_command(prepared: Prepared, verbose: bool = False) -> list[str]:
+    cmd = [orthanc_executable(), str(prepared.config_path)]
     if verbose:
         cmd.insert(1, "--verbose")
-    return cmd
+    config = prepared.config
+    paths = [prepared.config_path.parent, config.get("StorageDirectory"),
+             config.get("IndexDirectory"), config.get("Teachfile", {}).get("DataDirectory")]
+    return lane_command(cmd, [p for p in paths if p])
 
 
 def orthanc_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
