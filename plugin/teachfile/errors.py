@@ -43,7 +43,31 @@ REASONS: dict[str, str] = {
     "key-mismatch": "this node's key differs from the cluster's: storing would split studies",
     "forced-failure": "a test-only switch forced this refusal",
     "internal-error": "an unexpected error in the reception pipeline",
+    # Structure of the received bytes (reception/check.py): refused before parsing, never
+    # repaired, because a forgiving reader and the engine may disagree on what the bytes hold.
+    "bad-structure": "the element stream is not well formed (VR code, item, delimiter, trailing "
+                     "bytes)",
+    "length-overrun": "an element's length runs past its container, or a text value holds "
+                      "binary bytes (its length swallowed the elements after it)",
+    "bad-length": "an element's length does not fit its VR",
+    "vr-mismatch": "an explicit VR disagrees with the DICOM dictionary (e.g. a sequence sent as "
+                   "UT, OB or UN)",
+    "bad-value": "a value that its VR does not allow",
+    "pixel-data-short": "pixel data shorter than Rows x Columns x frames x samples x bits, or "
+                        "encapsulated fragments truncated or missing",
+    "undecodable-text": "text that does not decode in the declared Specific Character Set",
+    # The check of the bytes about to be stored: the node's own output failed a strict reader.
+    "output-invalid": "the de-identified bytes failed the strict check (VR, length, value)",
+    "output-not-kept": "the de-identified bytes hold an element the profile does not keep",
+    "output-leak": "the de-identified bytes still hold one of the instance's identifiers",
 }
+
+#: Reasons that blame the received bytes themselves: C-STORE status 0xC000 (cannot
+#: understand) and HTTP 400, where other refusals are 0x0110 and 422.
+UNREADABLE: frozenset[str] = frozenset({
+    "parse-error", "bad-structure", "length-overrun", "bad-length", "vr-mismatch", "bad-value",
+    "pixel-data-short", "undecodable-text",
+})
 
 
 _OWN_WORD = re.compile(r"^[a-z][a-z0-9:+;_.-]*$")

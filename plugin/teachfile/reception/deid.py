@@ -24,8 +24,9 @@ the VR (a keyed UID for UI; a sequence under D is recursed), C cleans by VR: dat
 stripped of tokens that carry the instance's identifiers (names, IDs, accession, dates) or look
 like dates or long numbers, sequences recursed.
 
-Speed: elements we keep are never decoded (raw elements stay raw and are written back as read);
-the action map is a dict from int tag to one letter, built once per profile.
+Speed: the action map is a dict from int tag to one letter, built once per profile. Elements we
+keep are decoded (pydicom's conversion, which also gives a UN element its dictionary VR) and
+re-encoded from their values when written: raw bytes are never copied through.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_dict
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -367,6 +369,10 @@ class Deidentifier:
             if strict and listed is None and act == "K" and vr in _FREE_TEXT_VRS:
                 act = strict
             if act == "K" and vr != "SQ":
+                if type(raw) is RawDataElement:
+                    # Kept, but re-encoded from its parsed value when written, never copied
+                    # as raw bytes (whatever a raw length or VR hid would travel with it).
+                    ds[tag]
                 continue
             self._apply(ds, tag, act, ctx, depth, strict)
         for ct in creators:

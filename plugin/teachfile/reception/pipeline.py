@@ -1,7 +1,9 @@
 """The reception path as one pure function: bytes in, a :class:`Decision` out.
 
-parse -> burned-in policy -> de-identify (profile, keyed pseudonyms) -> clean pixels (rules)
--> transcode (J2K policy) -> seal -> bytes.
+strict input check -> parse -> burned-in policy -> de-identify (profile, keyed pseudonyms)
+-> clean pixels (rules) -> transcode (J2K policy) -> seal -> bytes -> strict output check.
+The two checks (:mod:`.check`) read the bytes themselves: what pydicom forgives on the way in
+is refused, and the exact bytes handed to Orthanc are re-read before they are.
 Nothing here knows about Orthanc; the entry script translates a Decision into MODIFY or a
 refusal that the sender sees. Every failure becomes a refusal with a PHI-free reason code.
 """
@@ -15,7 +17,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ..errors import Refusal, safe_detail
-from . import pixels, seal
+from . import check, pixels, seal
 from .deid import Deidentifier
 from .transcode import TranscodePolicy, transcode
 
@@ -36,6 +38,9 @@ class Decision:
     #: Why the instance kept its syntax (``no-pixel-data``, ``already-lossy``...) or, when
     #: transcoded, why it went the way it did (``lossless-meets-target``...); None if plain.
     transcode_reason: str | None = None
+    #: The stored (pseudonymous) SOP Class, SOP Instance, Study and Series UIDs, for answers
+    #: that must name what was stored (STOW-RS, REST), never the received ones.
+    stored_uids: tuple[str, str, str, str] | None = None
 
 
 class Reception:
@@ -43,17 +48,24 @@ class Reception:
 
     def __init__(self, deidentifier: Deidentifier, policy: TranscodePolicy,
                  pixel_policy: pixels.PixelPolicy | None = None,
-                 force_failure: str | None = None) -> None:
+                 force_failure: str | None = None,
+                 output_check: check.OutputCheck | None = None,
+                 check_bytes: bool = True) -> None:
         self.deidentifier = deidentifier
         self.pseudonymizer = deidentifier.pseudonymizer
         self.policy = policy
         self.pixel_policy = pixel_policy
         #: Test-only switch: "refusal" or "exception" after parsing, to prove fail-closed paths.
         self.force_failure = force_failure
+        self.output_check = output_check or check.OutputCheck(deidentifier.profile)
+        #: Benchmark switch only (scripts/bench-deid): False skips both byte checks.
+        self.check_bytes = check_bytes
 
     def process(self, raw: bytes) -> Decision:
         uid_hash: str | None = None
         try:
+            if self.check_bytes:
+                check.check_input(raw)
             ds = self._parse(raw)
             uid = ds.get("SOPInstanceUID")
             uid_hash = self.pseudonymizer.log_hash(str(uid)) if uid else None
@@ -69,6 +81,8 @@ class Reception:
             plan = pixels.assess(ds, self.pixel_policy) if self.pixel_policy else None
             if plan is not None and plan.action == "refuse":
                 raise Refusal("burned-in", plan.reason_code)
+            # The identifiers are read before de-identification replaces them.
+            tokens = self.output_check.tokens(ds) if self.check_bytes else None
             ds = self.deidentifier.deidentify(ds)
             if plan is not None and plan.action == "clean":
                 ds = pixels.apply(ds, plan)
@@ -77,7 +91,12 @@ class Reception:
             ds = outcome.ds
             if ds.SOPInstanceUID != sealed_uid:  # lossy: a new instance, sealed anew
                 seal.seal(ds, self.pseudonymizer)
+            _trim_native_pixels(ds)
             data = _serialize(ds)
+            if tokens is not None:
+                self.output_check.check(data, tokens)
+            stored = (str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.StudyInstanceUID),
+                      str(ds.SeriesInstanceUID))
         except Refusal as exc:
             return Decision(False, reason=exc.reason, detail=safe_detail(exc.detail),
                             uid_hash=uid_hash)
@@ -87,7 +106,7 @@ class Reception:
                             uid_hash=uid_hash)
         transcoded = outcome.status == "transcoded"
         return Decision(True, data=data, uid_hash=uid_hash, transcoded=transcoded,
-                        transcode_reason=outcome.reason)
+                        transcode_reason=outcome.reason, stored_uids=stored)
 
     @staticmethod
     def _parse(raw: bytes) -> pydicom.Dataset:
@@ -104,3 +123,23 @@ def _serialize(ds: pydicom.Dataset) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def _trim_native_pixels(ds: pydicom.Dataset) -> None:
+    """Native pixel data longer than the image is cut to the image (plus a padding byte):
+    bytes after the last pixel are no pixels, and could carry anything."""
+    elem = ds.get("PixelData")
+    if elem is None or not ds.file_meta.TransferSyntaxUID or \
+            ds.file_meta.TransferSyntaxUID.is_compressed:
+        return
+    value = ds.PixelData
+    try:
+        bits = int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames") or 1) * \
+            int(ds.get("SamplesPerPixel") or 1) * int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        return  # the output check refuses what it cannot size
+    if str(ds.get("PhotometricInterpretation", "")) in ("YBR_FULL_422", "YBR_PARTIAL_422"):
+        bits = bits * 2 // 3
+    expected = (bits + 7) // 8
+    if isinstance(value, bytes) and len(value) > expected + (expected & 1):
+        ds.PixelData = value[:expected + (expected & 1)]
