@@ -43,6 +43,7 @@ REASONS: dict[str, str] = {
     "key-mismatch": "this node's key differs from the cluster's: storing would split studies",
     "forced-failure": "a test-only switch forced this refusal",
     "internal-error": "an unexpected error in the reception pipeline",
+    "undecodable-text": "a text value cannot be decoded in the character set the instance declares",
 }
 
 

@@ -39,7 +39,6 @@ from importlib import resources
 from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -243,7 +242,7 @@ class Deidentifier:
             offset = pseudo.date_offset_days(pkey, *self.profile.date_shift_days)
         ids = _ids.identifier_tokens(ds, dates=not self._full)
         text_offset = 0 if (self._full or sealed) else offset if self._shift else None
-        ctx = _Ctx(sealed, offset, ids, text_offset, _encodings(ds, ["iso8859"]))
+        ctx = _Ctx(sealed, offset, ids, text_offset, _ids.dataset_encodings(ds, ["iso8859"]))
         tsuid = self._transfer_syntax(ds)
 
         self._walk(ds, ctx, 0)
@@ -348,7 +347,7 @@ class Deidentifier:
         rules, auto = self._rules, self._auto
         outer_enc = ctx.enc
         if depth and 0x00080005 in d:  # an item may declare its own character set
-            ctx.enc = _encodings(ds, outer_enc)
+            ctx.enc = _ids.dataset_encodings(ds, outer_enc)
         try:
             self._walk_items(ds, d, ctx, depth, strict, rules, auto)
         finally:
@@ -580,12 +579,3 @@ def active_option_codes(profile: Profile) -> Iterable[str]:
     """The CID 7050 code values the engine records for ``profile`` (for reports and tests)."""
     return [code for code, _ in profile.method_codes()]
 
-
-def _encodings(ds: Dataset, inherited: list[str]) -> list[str]:
-    """Python encodings of ``ds``'s Specific Character Set, else the inherited ones."""
-    if 0x00080005 not in ds._dict:
-        return inherited
-    value = ds[0x00080005].value
-    if not value:
-        return inherited
-    return convert_encodings(value if isinstance(value, str) else list(value))

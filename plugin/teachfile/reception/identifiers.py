@@ -45,6 +45,7 @@ from functools import lru_cache
 __all__ = [
     "Identifiers",
     "clean_text",
+    "dataset_encodings",
     "decode_text",
     "find_dates",
     "fold",
@@ -279,6 +280,14 @@ def _format_shifted(dm: DateMatch, folded: str, new: _dt.date) -> str:
         return f"{new.year}年{new.month}月{new.day}日"
     if dm.kind == "compact":
         return new.strftime("%Y%m%d")
+    if dm.kind == "amb":  # one reading only: the order it was written in is known
+        m = re.match(r"(\d+)(\D)(\d+)\D", text)
+        if m:
+            first, sep = int(m.group(1)), m.group(2)
+            day_first = first > 12 or (first == dm.readings[0].day
+                                       and int(m.group(3)) == dm.readings[0].month)
+            a, b = (new.day, new.month) if day_first else (new.month, new.day)
+            return f"{a:02d}{sep}{b:02d}{sep}{new.year}"
     if dm.kind == "ymd":
         sep = next(c for c in text[4:] if not c.isdigit())
         out = f"{new.year:04d}{sep}{new.month:02d}{sep}{new.day:02d}"
@@ -330,6 +339,7 @@ class Identifiers:
         d = self._derived
         if not d:
             d["loose"] = frozenset(loose(n) for n in self.names if len(loose(n)) >= 3)
+            d["bare"] = frozenset(_strip_marks(n) for n in self.names)
             d["long_names"] = tuple(n for n in self.names if len(n) >= 4)
             d["long_ids"] = tuple(i for i in self.ids if len(i) >= 4)
             d["parts"] = self.names | self.initials
@@ -512,6 +522,19 @@ def _collect(ds: object, b: _Builder, dates: bool, depth: int) -> None:
             continue
 
 
+def dataset_encodings(ds: object, inherited: list[str]) -> list[str]:
+    """Python encodings of ``ds``'s Specific Character Set, else the ``inherited`` ones (a
+    sequence item without its own inherits its parent's)."""
+    from pydicom.charset import convert_encodings
+
+    if 0x00080005 not in getattr(ds, "_dict", {}):
+        return inherited
+    value = ds[0x00080005].value  # type: ignore[index]
+    if not value:
+        return inherited
+    return convert_encodings(value if isinstance(value, str) else list(value))
+
+
 def _values(v: object) -> list[object]:
     if v is None or v == "":
         return []
@@ -558,7 +581,7 @@ def _segmentable(word: str, parts: frozenset[str]) -> bool:
 def _latin_word_hit(w: str, ids: Identifiers, d: dict) -> bool:
     if w in ids.names or w in ids.ids or w in ids.words:
         return True
-    if len(w) >= 3 and loose(w) in d["loose"]:
+    if len(w) >= 3 and loose(w) in d["loose"] or _strip_marks(w) in d["bare"]:
         return True
     if any(n in w for n in d["long_names"]) or any(i in w for i in d["long_ids"]):
         return True
