@@ -353,3 +353,370 @@ def plant_all_table_attributes(
     level1.ReferencedInstanceSequence = Sequence([level2])
     ds.ReferencedSeriesSequence = Sequence([level1])
     return planted
+
+
+# ------------------------------------------------------------------ hostile classes (issue 14)
+#: Encodings a planted non-ASCII token may be stored in (escape sequences stripped for ISO 2022).
+_GREP_ENCODINGS = ("utf-8", "iso2022_jp", "euc_kr", "gb18030", "shift_jis", "latin-1", "cp1252")
+_ESC_RE = re.compile(rb"\x1b[$()*+\-./][@-~]|\x1b[$()][@-~][@-~]?")
+
+
+def encoded_forms(token: str) -> set[bytes]:
+    """Every byte form ``token`` can take in a stored instance, in any character set."""
+    out: set[bytes] = set()
+    for enc in _GREP_ENCODINGS:
+        try:
+            b = token.encode(enc)
+        except UnicodeError:
+            continue
+        b = _ESC_RE.sub(b"", b)
+        if len(token) >= 2 or token.isascii():
+            out.add(b)
+    return out
+
+
+def leaked(data: bytes | Dataset, known: Iterable[str]) -> set[str]:
+    """:func:`tokens_in` plus every non-ASCII known token in every encoding (bytes) or in the
+    decoded text (datasets)."""
+    known = set(known)
+    found = tokens_in(data, {k for k in known if k.isascii()})
+    rest = {k for k in known if not k.isascii()}
+    if isinstance(data, bytes | bytearray):
+        bare = _ESC_RE.sub(b"", bytes(data))  # ISO 2022 switches inside a token
+        found.update(k for k in rest if any(f in data or f in bare for f in encoded_forms(k)))
+    else:
+        text = "\n".join(_texts(data))
+        found.update(k for k in rest if k in text)
+    return found
+
+
+_HAN = "山田川本中村林森松井高橋金李朴王周徐孫馬朱胡郭何宋許韓曹董岡島崎藤原野沢谷石"
+_HANGUL = "김이박최정강조윤장임한오서신권황안송홍전고문양손배백허남심노하곽성차주우구민"
+_KANA = "やまだたろうすずきはなこさとうけんいちのかわもりしまあおい"
+_LATIN_GIVEN = ("Müller", "Ægir", "Øyvind", "Brontë", "Zoë", "José", "François", "Søren")
+
+
+class ForeignNames:
+    """Unique CJK and accented names, one set per instance (so nothing is shared)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def _pick(self, alphabet: str, k: int) -> str:
+        self.n += 1
+        n, out = self.n * 7919, []
+        for _ in range(k):
+            n, r = divmod(n, len(alphabet))
+            out.append(alphabet[r])
+        return "".join(out)
+
+    def han(self, k: int = 2) -> str:
+        return self._pick(_HAN, k)
+
+    def hangul(self, k: int = 2) -> str:
+        return self._pick(_HANGUL, k)
+
+    def kana(self, k: int = 3) -> str:
+        return self._pick(_KANA, k)
+
+
+def _base(tf: TokenFactory, sop_class: str, modality: str, charset: str | list[str] | None,
+          pixels: bool) -> Dataset:
+    if pixels:
+        from pydicom.data import get_testdata_file
+
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        for tag in [e.tag for e in ds if e.tag.is_private]:
+            del ds[tag]
+    else:
+        ds = Dataset()
+        ds.SOPClassUID = sop_class
+        ds.Modality = modality
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = tf.uid(), tf.uid(), tf.uid()
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
+def _identity(inst: PhiInstance, tf: TokenFactory, family: str | None = None,
+              given: str | None = None, pn: str | None = None) -> tuple[str, str, str]:
+    """Plant name, ID, birth and study date; returns (family, given, pid) as planted."""
+    ds = inst.dataset
+    family = family or tf.token()
+    given = given or tf.token()
+    pid = tf.token()
+    for k, where in ((family, "PatientName.family"), (given, "PatientName.given"),
+                     (pid, "PatientID")):
+        inst.tokens[k] = where
+    ds.PatientName = pn or f"{family}^{given}"
+    ds.PatientID = pid
+    ds.PatientBirthDate = tf.date(1950)
+    ds.StudyDate = tf.date(1960)
+    ds.AccessionNumber = tf.token()
+    inst.tokens[ds.AccessionNumber] = "AccessionNumber"
+    inst.dates[ds.PatientBirthDate] = "PatientBirthDate"
+    inst.dates[ds.StudyDate] = "StudyDate"
+    return family, given, pid
+
+
+def _code(value: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = "99LOCAL"
+    item.CodeMeaning = meaning
+    return item
+
+
+def _beyond_table(tf: TokenFactory) -> list[PhiInstance]:
+    """Finding 2: free text where Table E.1-1 lists nothing."""
+    out = []
+    # 12-lead ECG: channel labels, channel source meanings, annotation text.
+    ds = _base(tf, "1.2.840.10008.5.1.4.1.1.9.1.1", "ECG", None, False)
+    inst = PhiInstance("waveform", "generated", ds)
+    fam, giv, pid = _identity(inst, tf)
+    ch = Dataset()
+    ch.ChannelLabel = f"{fam} II"
+    ch.ChannelSourceSequence = Sequence([_code("5.6.3-9-2", f"Lead II {giv}")])
+    ch.WaveformBitsStored = 16
+    grp = Dataset()
+    grp.MultiplexGroupLabel = f"RH {pid}"
+    grp.ChannelDefinitionSequence = Sequence([ch])
+    grp.NumberOfWaveformChannels = 1
+    grp.NumberOfWaveformSamples = 4
+    grp.SamplingFrequency = "500"
+    grp.WaveformBitsAllocated = 16
+    grp.WaveformSampleInterpretation = "SS"
+    grp.WaveformData = b"\x00\x01" * 4
+    ds.WaveformSequence = Sequence([grp])
+    ann = Dataset()
+    ann.UnformattedTextValue = f"Patient {giv} {fam} MRN {pid}"
+    ann.ReferencedWaveformChannels = [1, 1]
+    ds.WaveformAnnotationSequence = Sequence([ann])
+    out.append(inst)
+    # Encapsulated PDF and CDA, with a Modality that is not DOC/OT as well.
+    for name, sop, modality in (("pdf-doc", "1.2.840.10008.5.1.4.1.1.104.1", "DOC"),
+                                ("pdf-ct", "1.2.840.10008.5.1.4.1.1.104.1", "CT"),
+                                ("cda-ot", "1.2.840.10008.5.1.4.1.1.104.2", "OT")):
+        ds = _base(tf, sop, modality, None, False)
+        inst = PhiInstance(name, "generated", ds)
+        fam, giv, pid = _identity(inst, tf)
+        ds.DocumentTitle = f"Discharge letter {fam} {pid}"
+        ds.ConceptNameCodeSequence = Sequence([_code("18842-5", f"Summary for {giv} {fam}")])
+        ds.MIMETypeOfEncapsulatedDocument = "application/pdf" if "pdf" in name else "text/xml"
+        ds.EncapsulatedDocument = f"%PDF-1.4 {fam} {pid} ".encode()
+        ds.BurnedInAnnotation = "YES"
+        out.append(inst)
+    # SR: code meanings at depth 1 to 4.
+    ds = _base(tf, "1.2.840.10008.5.1.4.1.1.88.22", "SR", None, False)
+    inst = PhiInstance("sr-deep", "generated", ds)
+    fam, giv, pid = _identity(inst, tf)
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = Sequence([_code("11528-7", f"Report of {fam}")])
+    ds.ContinuityOfContent = "SEPARATE"
+    parent = ds
+    for depth in range(1, 5):
+        item = Dataset()
+        item.RelationshipType = "CONTAINS"
+        item.ValueType = "CODE"
+        item.ConceptNameCodeSequence = Sequence([_code(f"D{depth}", f"Finding {depth} {giv}")])
+        item.ConceptCodeSequence = Sequence([_code(f"V{depth}", f"{fam} {pid} level {depth}")])
+        parent.ContentSequence = Sequence([item])
+        parent = item
+    out.append(inst)
+    # Presentation state: content description and label; VOI LUT explanations nested.
+    ds = _base(tf, "1.2.840.10008.5.1.4.1.1.11.1", "PR", None, False)
+    inst = PhiInstance("pr-content", "generated", ds)
+    fam, giv, pid = _identity(inst, tf)
+    ds.ContentLabel = fam
+    ds.ContentDescription = f"Key images of {giv} {fam}"
+    voi = Dataset()
+    voi.WindowCenter, voi.WindowWidth = "40", "400"
+    voi.WindowCenterWidthExplanation = f"{fam} soft tissue"
+    lut = Dataset()
+    lut.LUTDescriptor = [2, 0, 16]
+    lut.LUTExplanation = f"LUT for {pid}"
+    lut.add_new(0x00283006, "US", [0, 1])  # LUT Data
+    voi.VOILUTSequence = Sequence([lut])
+    ds.SoftcopyVOILUTSequence = Sequence([voi])
+    out.append(inst)
+    # CT image: window explanations nested in functional-group-like items and at top level.
+    ds = _base(tf, "", "CT", None, True)
+    inst = PhiInstance("ct-explanations", "generated", ds)
+    fam, giv, pid = _identity(inst, tf)
+    ds.WindowCenterWidthExplanation = f"{fam}"
+    item = Dataset()
+    item.LUTExplanation = f"{giv} {fam} custom"
+    ds.VOILUTSequence = Sequence([item])
+    ds.add_new(0x00189004, "CS", "RESEARCH")
+    ds.ContentDescription = f"{fam}-{giv}"
+    out.append(inst)
+    return out
+
+
+def _foreign(tf: TokenFactory) -> list[PhiInstance]:
+    """Finding 3: names in Japanese, Korean, Chinese, accented and full-width Latin, in the
+    character sets that carry them; short, reordered, hyphenated and run-together spellings."""
+    names = ForeignNames()
+    out = []
+
+    def plant(name: str, charset: str | list[str] | None, fam: str, giv: str, pn: str,
+              texts: list[str]) -> None:
+        ds = _base(tf, "1.2.840.10008.5.1.4.1.1.7", "OT", charset, False)
+        inst = PhiInstance(name, "generated", ds)
+        _identity(inst, tf, fam, giv, pn)
+        inst.tokens[fam] = "PatientName.family"
+        inst.tokens[giv] = "PatientName.given"
+        if len(fam) == 1 or len(giv) == 1:  # grep the whole name too (one character is noise)
+            inst.tokens[fam + giv] = "PatientName"
+        ds.StudyDescription = texts[0]
+        ds.ProtocolName = texts[1]
+        ds.ImageComments = texts[2]
+        ds.SeriesDescription = texts[3] if len(texts) > 3 else texts[0]
+        ds.ProcedureCodeSequence = Sequence([_code("P1", texts[1])])
+        out.append(inst)
+
+    # Japanese, ISO 2022 IR 87 (alphabetic, ideographic and phonetic groups)
+    fam, giv, kf, kg = names.han(), names.han(), names.kana(), names.kana()
+    plant("ja-ir87", ["", "ISO 2022 IR 87"], fam, giv, f"Yamada^Tarou={fam}^{giv}={kf}^{kg}",
+          [f"胸部CT {fam}{giv}様", f"{giv}{fam} 頭部", f"{kf}{kg} 経過観察", f"{fam} {giv}"])
+    out[-1].tokens[kf] = "PN phonetic"
+    out[-1].tokens[kg] = "PN phonetic"
+    # Japanese with half-width katakana (ISO 2022 IR 13 + IR 87)
+    fam, giv = names.han(), names.han()
+    plant("ja-ir13", ["ISO 2022 IR 13", "ISO 2022 IR 87"], fam, giv, f"{fam}^{giv}",
+          [f"{fam}{giv} ﾃｽﾄ", f"頭部 {giv}", f"{fam}", f"{giv}{fam}"])
+    # Korean, ISO 2022 IR 149
+    fam, giv = names.hangul(1), names.hangul(2)
+    plant("ko-ir149", ["", "ISO 2022 IR 149"], fam, giv, f"Hong^Gildong={fam}^{giv}",
+          [f"흉부 {fam}{giv} 환자", f"{giv} 검사", f"{fam}{giv}님", f"{giv}{fam}"])
+    # UTF-8: Chinese 2-character name (1 + 1), Japanese and Korean mixed
+    fam, giv = names.han(1), names.han(1)
+    plant("zh-utf8", "ISO_IR 192", fam, giv, f"{fam}^{giv}",
+          [f"胸部CT{fam}{giv}患者", f"{fam}{giv}复查", f"患者{fam}{giv}", f"{giv}{fam}"])
+    # GB18030
+    fam, giv = names.han(1), names.han(2)
+    plant("zh-gb18030", "GB18030", fam, giv, f"{fam}^{giv}",
+          [f"{fam}{giv}胸部", f"头部{fam}{giv}", f"{fam}{giv}", f"{giv}"])
+    # Latin-1 accents and UTF-8 full-width Latin; hyphenated, reordered, run together
+    fam = tf.token()
+    giv = _LATIN_GIVEN[tf.n % len(_LATIN_GIVEN)]
+    plant("latin1", "ISO_IR 100", fam, giv, f"{fam}^{giv}",
+          [f"CT {giv}-{fam}", f"{fam}, {giv}", f"{giv}{fam} follow-up",
+           f"{_strip(giv)} {fam.lower()}"])
+    fam, giv = tf.token(), tf.token()
+    full = fam.translate(_FULLWIDTH)
+    plant("fullwidth-utf8", "ISO_IR 192", fam, giv, f"{fam}^{giv}",
+          [f"ＣＴ {full}", f"{giv.translate(_FULLWIDTH)} 胸部", f"{full}{giv}", f"{giv} {full}"])
+    out[-1].tokens[full] = "fullwidth"
+    return out
+
+
+_FULLWIDTH = {c: c + 0xFEE0 for c in range(0x21, 0x7F)}
+
+
+def _strip(s: str) -> str:
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))
+
+
+_MONTH_EN = ("January", "February", "March", "April", "May", "June", "July", "August",
+             "September", "October", "November", "December")
+_MONTH_DE = ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August",
+             "September", "Oktober", "November", "Dezember")
+
+
+def date_forms(da: str) -> list[str]:
+    """The written forms of a DA value a report may use (each must not survive)."""
+    y, m, d = int(da[:4]), int(da[4:6]), int(da[6:])
+    en, de = _MONTH_EN[m - 1], _MONTH_DE[m - 1]
+    return [f"{en} {d}, {y}", f"{d} {en[:3]} {y}", f"{d} {en} {y}", f"{d}-{en[:3]}-{y}",
+            f"{y}-{m:02d}-{d:02d}", f"{d:02d}.{m:02d}.{y}", f"{d}. {de} {y}",
+            f"{y}年{m}月{d}日", f"{y}년 {m}월 {d}일"]
+
+
+def _dates(tf: TokenFactory) -> list[PhiInstance]:
+    """Finding 4: dates with month names and in other languages' forms."""
+    out = []
+    for name, charset in (("dates-en", None), ("dates-utf8", "ISO_IR 192"),
+                          ("dates-ir87", ["", "ISO 2022 IR 87"])):
+        ds = _base(tf, "1.2.840.10008.5.1.4.1.1.7", "OT", charset, False)
+        inst = PhiInstance(name, "generated", ds)
+        _identity(inst, tf)
+        forms = date_forms(ds.StudyDate) + [f"DOB {f}" for f in date_forms(ds.PatientBirthDate)]
+        if charset is None:
+            forms = [f for f in forms if f.isascii()]
+        elif charset != "ISO_IR 192":
+            forms = [f for f in forms if _encodable(f, "iso2022_jp")]
+        for f in forms:
+            inst.tokens[f.removeprefix("DOB ")] = "date form"
+        half = len(forms) // 2
+        ds.StudyDescription = "; ".join(forms[:3])
+        ds.ImageComments = " / ".join(forms[3:half])
+        ds.PatientComments = " ".join(forms[half:])
+        ds.ProtocolName = forms[-1]
+        ds.ProcedureCodeSequence = Sequence([_code("P1", f"Seen {forms[0]}")])
+        out.append(inst)
+    return out
+
+
+def _encodable(text: str, enc: str) -> bool:
+    try:
+        text.encode(enc)
+    except UnicodeError:
+        return False
+    return True
+
+
+def _uids(tf: TokenFactory) -> list[PhiInstance]:
+    """Finding 5: UIDs behind the standard root or in *ClassUID attributes that embed a birth
+    date and an MRN."""
+    ds = _base(tf, "1.2.840.10008.5.1.4.1.1.7", "OT", None, False)
+    inst = PhiInstance("uids", "generated", ds)
+    _identity(inst, tf)
+    birth, mrn = ds.PatientBirthDate, "7" + str(abs(hash(ds.PatientID)) % 10**8)
+    fake_ref = f"1.2.840.10008.{birth}.{mrn}"
+    fake_class = f"1.2.840.10008.5.1.4.1.1.{birth}.{mrn}1"
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = fake_class
+    ref.ReferencedSOPInstanceUID = fake_ref
+    ds.ReferencedImageSequence = Sequence([ref])
+    ds.add_new(0x00081150, "UI", fake_class)  # a top-level *ClassUID (out of place, on purpose)
+    ds.add_new(0x00400554, "UI", f"1.2.840.10008.9.{mrn}")  # Specimen UID-like
+    for u in (fake_ref, fake_class, f"1.2.840.10008.9.{mrn}"):
+        inst.uids[u] = "embedded"
+    inst.tokens[mrn] = "MRN inside a UID"
+    return out_list(inst)
+
+
+def out_list(*insts: PhiInstance) -> list[PhiInstance]:
+    return list(insts)
+
+
+#: The hostile classes: name -> builder.
+CLASSES: dict[str, Callable[[TokenFactory], list[PhiInstance]]] = {
+    "beyond-table": _beyond_table,
+    "foreign": _foreign,
+    "dates": _dates,
+    "uids": _uids,
+}
+
+
+def make_class_corpus(out_dir: Path | None = None) -> dict[str, list[PhiInstance]]:
+    """Every hostile class, each instance with its own patient (and ``out_dir/<class>/<n>.dcm``
+    files if given). ``known`` of each instance lists every planted value to grep for."""
+    tf = TokenFactory(50_000)
+    corpus: dict[str, list[PhiInstance]] = {}
+    for cls, build in CLASSES.items():
+        insts = build(tf)
+        for inst in insts:
+            if out_dir is not None:
+                (out_dir / cls).mkdir(parents=True, exist_ok=True)
+                inst.path = out_dir / cls / f"{inst.name}.dcm"
+                inst.path.write_bytes(inst.raw())
+        corpus[cls] = insts
+    return corpus

@@ -107,9 +107,15 @@ def _audit(service: Service, req: Request) -> Response:
     results = []
     for iid in page:
         data = req.orthanc.get(f"/instances/{iid}/file")
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not ocr)
-        found = audit_dataset(ds, service.pseudonymizer, service.profile, identifiers)
         entry: dict[str, Any] = {"instance": iid}
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not ocr)
+        except Exception:  # noqa: BLE001 - an unreadable instance is a finding, not a 500
+            found = [Finding("unreadable")]
+            entry.update(clean=False, findings=[f.as_json() for f in found])
+            results.append(entry)
+            continue
+        found = audit_dataset(ds, service.pseudonymizer, service.profile, identifiers)
         if ocr and "PixelData" in ds:
             # The words may be identifying: they go to this authenticated caller only, never
             # to a log.

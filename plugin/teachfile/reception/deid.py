@@ -32,11 +32,15 @@ re-encoded from their values when written: raw bytes are never copied through.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import re
 from collections.abc import Iterable
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_dict
+from pydicom._uid_dict import UID_dictionary
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
@@ -50,8 +54,9 @@ from pydicom.uid import (
 
 from .. import __version__
 from ..errors import Refusal
+from . import identifiers as _ids
 from . import seal as _seal
-from .profile import Profile
+from .profile import OPTION_NAMES, Profile
 from .pseudonym import Pseudonymizer
 
 #: Our Implementation Class UID: 2.25 + the first 128 bits of SHA-256("orthanc-teachfile").
@@ -108,45 +113,48 @@ _BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE"})
 _NUMERIC_VRS = frozenset({"FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "IS", "DS", "AT"})
 
-#: Identifying attributes whose values are removed from cleaned text, wherever they appear.
-_IDENT_TAGS = (
-    0x00100020, 0x00101000, 0x00080050, 0x00200010, 0x00401001, 0x00400009, 0x00100030,
-    0x00080020, 0x00080021, 0x00080022, 0x00080023, 0x00380010, 0x00101040, 0x00102154,
-    0x00100021, 0x00080080, 0x00101005, 0x00101060, 0x00100050,
-)
-_IDENT_SEQS = (0x00101002, 0x00400275)  # Other Patient IDs Seq., Request Attributes Seq.
-
-_SPLIT_RE = re.compile(r"(\s+|[,;()\[\]{}\"'^=<>|]+)")
-_DATE_RE = re.compile(r"\d{1,4}[-./]\d{1,2}[-./]\d{1,4}|(?:19|20)\d{6}")
-_LONG_NUMBER_RE = re.compile(r"\d{5,}")
-_NAME_SPLIT_RE = re.compile(r"[\s^=,.\-]+")
 
 
-def _keep_uid_tags() -> frozenset[int]:
-    """UI attributes that name classes, syntaxes or coding schemes, never instances."""
-    keep = set()
-    for kw, tag in keyword_dict.items():
-        if kw.endswith("UID") and any(
-            p in kw for p in ("ClassUID", "TransferSyntaxUID", "CodingSchemeUID", "ClassesIn")
-        ):
-            keep.add(tag)
-    keep |= {0x0008010D, 0x00080118, 0x00080062, 0x00020012, 0x00041510, 0x00041512}
-    return frozenset(keep)
+#: UIDs kept verbatim: those pydicom's UID dictionary names (SOP classes, transfer syntaxes,
+#: coding schemes, well-known instances) and the node's own. Every other value is mapped,
+#: whatever its prefix or attribute: a UID behind the standard root can still embed an MRN.
+_KNOWN_UIDS = frozenset(UID_dictionary) | {IMPLEMENTATION_CLASS_UID}
+#: Text VRs the engine cleans (C) or checks (I) when no rule keeps them exactly.
+_CLEAN_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "CS", "AE"})
+_SINGLE_VALUED = frozenset({"ST", "LT", "UT"})
+TEXT_RULES_RESOURCE = "text-rules.json"
 
 
-_KEEP_UID_TAGS = _keep_uid_tags()
+@lru_cache(maxsize=2)
+def load_text_rules() -> tuple[tuple[int, str, tuple[tuple[str, str], ...]], ...]:
+    """The rules for text attributes beyond Table E.1-1 (``data/text-rules.json``):
+    (tag, action, ((option, action), ...))."""
+    raw = json.loads(resources.files("teachfile.data").joinpath(TEXT_RULES_RESOURCE)
+                     .read_text("utf-8"))
+    out = []
+    for r in raw["rules"]:
+        opts = tuple((o, a) for o, a in (r.get("options") or {}).items())
+        if r["action"] not in ("C", "I", "K", "Z", "X", "D") or any(
+                o not in OPTION_NAMES or a not in ("C", "I", "K", "Z", "X", "D") for o, a in opts):
+            raise ValueError("invalid text rule")
+        out.append((int(r["tag"].replace(",", ""), 16), r["action"], opts))
+    return tuple(out)
 
 
 class _Ctx:
     """Per-instance state of one run: never shared between instances."""
 
-    __slots__ = ("sealed", "offset", "idents", "long_idents", "private_deleted")
+    __slots__ = ("sealed", "offset", "ids", "text_offset", "enc", "private_deleted")
 
-    def __init__(self, sealed: bool, offset: int, idents: set[str]) -> None:
+    def __init__(self, sealed: bool, offset: int, ids: _ids.Identifiers,
+                 text_offset: int | None, enc: list[str]) -> None:
         self.sealed = sealed
         self.offset = offset
-        self.idents = idents
-        self.long_idents = tuple(i for i in idents if len(i) >= 4)
+        self.ids = ids
+        #: Days to shift full dates written in text by (None: remove them; 0: keep them).
+        self.text_offset = text_offset
+        #: Python encodings of the Specific Character Set in force (inherited by items).
+        self.enc = enc
         self.private_deleted = False
 
 
@@ -179,9 +187,19 @@ class Deidentifier:
             self._rules[tag] = cleaned if struct else basic
         if not p.has("retain_institution_identity"):
             self._rules.update(dict.fromkeys(_ISSUERS, "X"))
+        # Text attributes beyond the table (data/text-rules.json); the table itself wins.
+        self._exact: set[int] = set()
+        for tag, act, opts in load_text_rules():
+            if tag in p.actions:
+                continue
+            for o, a in opts:
+                if p.has(o):
+                    act = a
+            if act == "K":
+                self._exact.add(tag)
+            self._rules[tag] = act
         self._auto: dict[int, str] = {}
         self._vr: dict[int, str | None] = {}
-        self._needs_idents = "C" in self._rules.values()
         self._safe = {(s.group, s.creator.upper(), s.element) for s in p.safe_private}
         if not p.has("retain_safe_private"):
             self._safe = set()
@@ -212,10 +230,11 @@ class Deidentifier:
         pid = str(ds.get("PatientID", "") or "").strip()
         pname = str(ds.get("PatientName", "") or "").strip()
         if pid:
-            # A Patient ID is only unique within its issuer: two hospitals' "12345" are two
-            # patients. Without an issuer the key stays "id:<PID>" (pseudonyms unchanged).
-            issuer = _issuer_of_patient_id(ds)
-            pkey = "id:" + pid + ("|issuer:" + issuer if issuer else "")
+            # The Patient ID alone, never its issuer: senders name the issuer inconsistently
+            # (some instances of one study with it, some without), and a key that included it
+            # split one study into several patients with several date offsets. Two hospitals'
+            # equal IDs therefore become one pseudonymous patient (see the README).
+            pkey = "id:" + pid
         elif pname:
             pkey = "name:" + pname + "|" + str(ds.get("PatientBirthDate", "") or "")
         else:
@@ -223,8 +242,9 @@ class Deidentifier:
         offset = 0
         if self._shift and not sealed:
             offset = pseudo.date_offset_days(pkey, *self.profile.date_shift_days)
-        idents = self._collect_idents(ds) if self._needs_idents else set()
-        ctx = _Ctx(sealed, offset, idents)
+        ids = _ids.identifier_tokens(ds, dates=not self._full)
+        text_offset = 0 if (self._full or sealed) else offset if self._shift else None
+        ctx = _Ctx(sealed, offset, ids, text_offset, _ids.dataset_encodings(ds, ["iso8859"]))
         tsuid = self._transfer_syntax(ds)
 
         self._walk(ds, ctx, 0)
@@ -329,9 +349,11 @@ class Deidentifier:
             elif vr == "TM":
                 rule = "K" if self._full or self._shift else "D"
             elif vr == "UI":
-                rule = "K" if self._retain_uids or tag in _KEEP_UID_TAGS else "U"
+                rule = "K" if self._retain_uids else "U"
             elif vr == "UR":  # addresses (Retrieve URL...) name hosts and original UIDs
                 rule = "X"
+            elif vr in _CLEAN_VRS:  # text the profile does not know is not safe: cleaned
+                rule = "C"
             else:
                 rule = "K"
         self._auto[tag] = rule
@@ -345,6 +367,16 @@ class Deidentifier:
         # pydicom internals: iterate without decoding (pinned pydicom < 4); int keys, raw values.
         d: Any = ds._dict
         rules, auto = self._rules, self._auto
+        outer_enc = ctx.enc
+        if depth and 0x00080005 in d:  # an item may declare its own character set
+            ctx.enc = _ids.dataset_encodings(ds, outer_enc)
+        try:
+            self._walk_items(ds, d, ctx, depth, strict, rules, auto)
+        finally:
+            ctx.enc = outer_enc
+
+    def _walk_items(self, ds: Dataset, d: Any, ctx: _Ctx, depth: int, strict: str | None,
+                    rules: dict[int, str], auto: dict[int, str]) -> None:
         creators: list[int] = []
         kept_blocks: set[int] = set()
         for tag in list(d):
@@ -366,8 +398,14 @@ class Deidentifier:
             vr = raw.VR
             if vr is None or vr == "UN":
                 vr = self._dict_vr(tag)
-            if strict and listed is None and act == "K" and vr in _FREE_TEXT_VRS:
+            if strict and listed is None and act in ("K", "C") and vr in _FREE_TEXT_VRS:
                 act = strict
+            if vr in _CLEAN_VRS and act in ("C", "I", "K"):
+                if act == "K" and tag in self._exact:
+                    continue
+                # K text (the table's, an option's) is checked for the instance's identifiers
+                self._clean(ds, d, tag, raw, vr, act == "C", ctx)
+                continue
             if act == "K" and vr != "SQ":
                 if type(raw) is RawDataElement:
                     # Kept, but re-encoded from its parsed value when written, never copied
@@ -441,14 +479,48 @@ class Deidentifier:
             elif vr == "PN":
                 elem.value = ""
             elif vr in _TEXT_VRS:
-                elem.value = _map_values(value, lambda v: _clean_text(v, ctx))
+                elem.value = _map_values(value, lambda v: _ids.clean_text(
+                    v, ctx.ids, offset=ctx.text_offset))
+
+    def _clean(self, ds: Dataset, d: dict, tag: int, raw: object, vr: str, free: bool,
+               ctx: _Ctx) -> None:
+        """Clean one text element (``free``: free text; else identifiers only). Raw ASCII
+        values that certainly carry nothing are left raw (never decoded: the fast path)."""
+        ids = ctx.ids
+        if isinstance(raw, RawDataElement):
+            b = raw.value
+            if not b:
+                return
+            if _ids.quick_clear(b, ids, free):
+                return
+            chunks = [b] if vr in _SINGLE_VALUED else b.split(b"\\")
+            try:
+                values = [_ids.decode_text(c, ctx.enc).rstrip(" \0") for c in chunks]
+            except (UnicodeError, LookupError, ValueError):
+                raise Refusal("undecodable-text", f"({tag >> 16:04X},{tag & 0xFFFF:04X})") from None
+            if vr not in _SINGLE_VALUED:
+                values = [v.lstrip(" ") for v in values]
+        else:
+            value = raw.value  # type: ignore[attr-defined]
+            if value is None or value == "":
+                return
+            multi = isinstance(value, MultiValue | list)
+            values = [str(v) for v in value] if multi else [str(value)]
+        cleaned = [_ids.clean_text(v, ids, free=free, offset=ctx.text_offset) for v in values]
+        if not free:  # coded values are often Type 1: a dummy rather than an empty value
+            cleaned = [c if c or not v else str(_DUMMY.get(vr, "ANON")) for c, v in
+                       zip(cleaned, values, strict=True)]
+        if isinstance(raw, RawDataElement) or cleaned != values:
+            if cleaned == values:
+                return  # nothing to remove: the raw bytes stay as they were read
+            ds.add_new(tag, vr, cleaned if len(cleaned) > 1 else cleaned[0])
 
     def _map_uids(self, value: object) -> object:
         uid = self.pseudonymizer.uid
 
         def one(u: object) -> str:
             s = str(u).strip(" \0")
-            return s if not s or s.startswith(WELL_KNOWN_UID_ROOT) else uid(s)
+            return s if not s or s in _KNOWN_UIDS else uid(s)
 
         return [one(u) for u in value] if isinstance(value, MultiValue | list) else one(value)
 
@@ -460,23 +532,6 @@ class Deidentifier:
         if isinstance(value, MultiValue | list):
             return [dummy] * len(value) if dummy != "" else ""
         return dummy
-
-    # ----------------------------------------------------------------- identifiers for cleaning
-    def _collect_idents(self, ds: Dataset) -> set[str]:
-        """Values that must not survive in cleaned text: names, IDs, accession, dates."""
-        out: set[str] = set()
-        for tag in list(ds._dict):
-            if (tag >> 16) & 1:
-                continue
-            if self._dict_vr(tag) == "PN" or tag in _IDENT_TAGS:
-                _add_ident(out, ds[tag])
-        for seq_tag in _IDENT_SEQS:
-            if seq_tag in ds._dict:
-                for item in ds[seq_tag].value or ():
-                    for tag in list(item._dict):
-                        if tag in _IDENT_TAGS or self._dict_vr(tag) == "PN":
-                            _add_ident(out, item[tag])
-        return out
 
 
 def _decode_implicit(ds: Dataset) -> None:
@@ -490,49 +545,6 @@ def _decode_implicit(ds: Dataset) -> None:
         if elem.VR == "SQ" and not getattr(elem, "is_raw", False):
             for item in elem.value or ():
                 _decode_implicit(item)
-
-
-def _add_ident(out: set[str], elem: object) -> None:
-    value = getattr(elem, "value", None)
-    vr = getattr(elem, "VR", "")
-    if value is None or vr == "SQ":
-        return
-    values = value if isinstance(value, MultiValue | list) else [value]
-    for v in values:
-        s = str(v).strip().upper()
-        if len(s) < 2:
-            continue
-        if vr == "PN":
-            out.update(p for p in _NAME_SPLIT_RE.split(s) if len(p) >= 2)
-            continue
-        out.add(s)
-        out.update(p for p in s.split() if len(p) >= 4)
-        if vr == "DA" and len(s) == 8 and s.isdigit():
-            y, m, d = s[:4], s[4:6], s[6:]
-            out.update({f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{d}/{m}/{y}", f"{m}/{d}/{y}",
-                        f"{d}-{m}-{y}", f"{y}/{m}/{d}"})
-
-
-def _identifying(token: str, ctx: _Ctx) -> bool:
-    core = token.strip(".:!?*#+-_/\\").upper()
-    if not core:
-        return False
-    if core in ctx.idents or _DATE_RE.search(core):
-        return True
-    if _LONG_NUMBER_RE.search(core):
-        return True
-    return any(i in core for i in ctx.long_idents)
-
-
-def _clean_text(text: str, ctx: _Ctx) -> str:
-    """``text`` without any token that carries an identifier (see the module docstring)."""
-    parts = _SPLIT_RE.split(str(text))
-    kept = [p for i, p in enumerate(parts) if i % 2 == 1 or not _identifying(p, ctx)]
-    joined = "".join(kept)
-    upper = joined.upper()
-    if any(i in upper for i in ctx.long_idents):  # an identifier spanning separators
-        return ""
-    return re.sub(r"\s{2,}", " ", joined).strip(" ,;")
 
 
 def _map_values(value: object, fn: object) -> object:
@@ -594,14 +606,3 @@ def active_option_codes(profile: Profile) -> Iterable[str]:
     """The CID 7050 code values the engine records for ``profile`` (for reports and tests)."""
     return [code for code, _ in profile.method_codes()]
 
-
-def _issuer_of_patient_id(ds: Dataset) -> str:
-    """Issuer of Patient ID (0010,0021), else the Universal Entity ID of the Issuer of Patient
-    ID Qualifiers Sequence (0010,0024); "" when the sender names no assigning authority."""
-    issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
-    if issuer:
-        return issuer
-    qualifiers = ds.get("IssuerOfPatientIDQualifiersSequence")
-    if qualifiers:
-        return str(qualifiers[0].get("UniversalEntityID", "") or "").strip()
-    return ""
