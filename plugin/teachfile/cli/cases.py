@@ -143,6 +143,20 @@ class Node:
         os.replace(tmp, target)
         return bar.done
 
+    def case_record(self, study: str) -> dict[str, Any] | None:
+        """A study's case record, from the case API (or, on a node from before the case
+        store, from Orthanc metadata); None when the study is no case."""
+        r = self.call("GET", f"/teachfile/cases/{study}", ok=(200, 404))
+        if r.status_code == 200 and r.headers.get("Content-Type", "").startswith(
+                "application/json"):
+            case = r.json()
+            if not case.get("labelled"):
+                return None
+            return {k: case.get(k) for k in ("title", "keywords", "diagnosis", "notes",
+                                              "updated")}
+        legacy = self.call("GET", f"/studies/{study}/metadata/{CASE_METADATA}", ok=(200, 404))
+        return json.loads(legacy.content) if legacy.status_code == 200 else None
+
     def key_fingerprint(self) -> str | None:
         r = self.call("GET", "/teachfile/status", ok=(200, 404))
         return r.json().get("key_fingerprint") if r.status_code == 200 else None
@@ -257,9 +271,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     have = manifest.instance_ids()
     todo: list[tuple[str, str]] = []
     for study, instances in _studies(node):
-        record = node.call("GET", f"/studies/{study}/metadata/{CASE_METADATA}", ok=(200, 404))
-        if record.status_code == 200:
-            manifest.cases[study] = json.loads(record.content)
+        record = node.case_record(study)
+        if record is not None:
+            manifest.cases[study] = record
         todo.extend((study, i) for i in instances if i not in have)
     bar = Progress("backup", len(todo), "instances")
     for n, (study, iid) in enumerate(todo, 1):

@@ -9,6 +9,7 @@ refusal that the sender sees. Every failure becomes a refusal with a PHI-free re
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pydicom
@@ -43,13 +44,17 @@ class Reception:
 
     def __init__(self, deidentifier: Deidentifier, policy: TranscodePolicy,
                  pixel_policy: pixels.PixelPolicy | None = None,
-                 force_failure: str | None = None) -> None:
+                 force_failure: str | None = None,
+                 case_titles: Callable[[str], str | None] | None = None) -> None:
         self.deidentifier = deidentifier
         self.pseudonymizer = deidentifier.pseudonymizer
         self.policy = policy
         self.pixel_policy = pixel_policy
         #: Test-only switch: "refusal" or "exception" after parsing, to prove fail-closed paths.
         self.force_failure = force_failure
+        #: Pseudonymous Study Instance UID -> the case title that study must keep (the node's
+        #: case store); it may raise :class:`Refusal` when the store cannot be read.
+        self.case_titles = case_titles
 
     def process(self, raw: bytes) -> Decision:
         uid_hash: str | None = None
@@ -69,7 +74,7 @@ class Reception:
             plan = pixels.assess(ds, self.pixel_policy) if self.pixel_policy else None
             if plan is not None and plan.action == "refuse":
                 raise Refusal("burned-in", plan.reason_code)
-            ds = self.deidentifier.deidentify(ds)
+            ds = self.deidentifier.deidentify(ds, self.case_titles)
             if plan is not None and plan.action == "clean":
                 ds = pixels.apply(ds, plan)
             sealed_uid = ds.SOPInstanceUID  # de-identification sealed the instance
