@@ -36,7 +36,7 @@ COPY orthanc-config /opt/teachfile/orthanc-config
 COPY docker/entrypoint.sh docker/secrets_to_config.py docker/healthcheck.py /opt/teachfile/docker/
 COPY docker/teachfile /usr/local/bin/teachfile
 # TCP_NODELAY: DCMTK then disables Nagle on the sockets Orthanc accepts; otherwise every C-STORE
-# response waits ~40 ms for the sender's delayed ACK (see plugin/teachfile/node.py).
+# response waits ~40 ms for the sender's delayed ACK (see plugin/teachfile/cli/launcher.py).
 ENV PYTHONPATH=/opt/teachfile/plugin \
     PYTHONDONTWRITEBYTECODE=1 \
     TCP_NODELAY=1

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 import requests
 
 from ..errors import TeachfileError
+from .neterrors import explain
 
 USER_ENV = "TEACHFILE_USER"
 PASSWORD_ENV = "TEACHFILE_PASSWORD"
@@ -108,7 +109,7 @@ class Node:
         try:
             r = self.session.request(method, self.url + path, timeout=self.timeout, **kw)
         except requests.RequestException as exc:
-            raise RemoteError(f"cannot reach {self.url}: {type(exc).__name__}") from None
+            raise RemoteError(explain(exc, self.url, self.timeout)) from None
         if r.status_code in (401, 403):
             raise RemoteError(f"{method} {path}: HTTP {r.status_code} (check --user and "
                               f"--password or ${USER_ENV}/${PASSWORD_ENV})")
@@ -371,17 +372,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("export", help="download one case as a ZIP, in its stored syntax")
     _auth(p)
     p.add_argument("--study", required=True, help="Orthanc study id or Study Instance UID")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="ZIP")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="ZIP",
+                   help="the ZIP file to write")
     p.add_argument("--dicomdir", action="store_true", help="a DICOMDIR media archive")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("backup", help="copy every instance not yet backed up into DIR")
     _auth(p)
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                   help="the backup directory (created, or added to if it holds a backup)")
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("restore", help="verify a backup's checksums and upload it to a node")
-    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("directory", type=Path, metavar="DIR",
+                   help="a directory written by teachfile backup")
     _auth(p)
     p.set_defaults(func=cmd_restore)
 
