@@ -41,6 +41,7 @@ REASONS: dict[str, str] = {
     "pixel-error": "cleaning the pixels failed",
     "transcode-error": "transcoding failed in a way that could not fall back safely",
     "key-mismatch": "this node's key differs from the cluster's: storing would split studies",
+    "case-store-error": "the node's case records cannot be read: storing would lose a case title",
     "forced-failure": "a test-only switch forced this refusal",
     "internal-error": "an unexpected error in the reception pipeline",
     # Structure of the received bytes (reception/check.py): refused before parsing, never

@@ -173,9 +173,13 @@ def test_case_workflow_across_the_network(node_factory: Callable[..., Node], tmp
         assert hit["sources"] == [{"node": "node-a", "aet": "NODE_A"}]
         assert hit["instances"] == 3 and hit["modalities"] == ["CT"]
         assert hit["study_instance_uid"] == case["study_instance_uid"]
+    # A space as a browser types it (%20), not only as a form's '+': on every node.
+    found = hub.get("/teachfile/search?q=Stanford%20type&timeout=5").json()
+    assert found["query"] == "Stanford type"
+    assert [x["title"] for x in found["results"]] == [TITLE], found
     # node-a's own index also matches its case records (diagnosis, keywords).
     local = node_a.get("/teachfile/search", params={"q": "intimal"}).json()
-    assert local["results"] == []  # notes are not searched
+    assert [r["local_study"] for r in local["results"]] == [study]  # notes are searched
     local = node_a.get("/teachfile/search", params={"q": "acute type"}).json()
     assert local["results"][0]["local_study"] == study
     assert local["results"][0]["case"]["diagnosis"] == RECORD["diagnosis"]

@@ -391,3 +391,37 @@ def test_docker_configuration_runs_natively_over_postgresql(
     # The DICOM files are in the storage directory the volume would hold.
     assert len([p for p in storage.rglob("*") if p.is_file()
                 and not p.name.startswith("teachfile-")]) == 4
+
+
+def test_a_case_record_is_shared_by_replicas_and_survives_a_resend_to_the_other(
+        node_factory: Callable[..., Node], fresh_index: tuple[Postgres, Path]) -> None:
+    """Label a 1-instance study on node A, re-send its source to node B: Orthanc deletes the
+    study (its last instance is replaced) and re-creates it; both replicas still serve the
+    record and the stored instance carries the case title."""
+    pg, storage = fresh_index
+    key = secrets.token_hex(32)
+    cluster = _start_pair(node_factory, pg, storage, key, key)
+    source = _study()[:1]
+    source[0].StudyDescription = "CT THORAX"
+    assert send_pynetdicom(cluster.a, source, calling_aet="MODALITYA") == [0]
+    (study,) = cluster.a.get("/studies").json()
+    record = {"title": "Pulmonary embolism, saddle", "keywords": ["PE", "CTPA"],
+              "diagnosis": "Saddle pulmonary embolus", "notes": "RV strain."}
+    r = cluster.a.put(f"/teachfile/cases/{study}", json=record)
+    assert r.status_code == 200, r.text
+    uid = r.json()["study_instance_uid"]
+
+    assert send_pynetdicom(cluster.b, source, calling_aet="MODALITYB") == [0]
+    for n in (cluster.a, cluster.b):
+        assert n.get("/studies").json() == [study]
+        for ref in (study, uid):
+            case = n.get(f"/teachfile/cases/{ref}").json()
+            assert {k: case[k] for k in record} == record, (n.name, case)
+            assert case["labelled"] and case["instances"] == 1
+        (stored,) = _stored(n)
+        assert stored.StudyDescription == record["title"]
+    # A change on B is what A serves next.
+    assert cluster.b.put(f"/teachfile/cases/{uid}", json={"keywords": ["PE"]}).status_code == 200
+    assert cluster.a.get(f"/teachfile/cases/{study}").json()["keywords"] == ["PE"]
+    found = cluster.a.get("/teachfile/search", params={"q": "rv strain", "timeout": 2}).json()
+    assert [x["local_study"] for x in found["results"]] == [study]

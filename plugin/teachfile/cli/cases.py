@@ -24,6 +24,7 @@ from typing import Any, TextIO
 import requests
 
 from ..errors import TeachfileError
+from .neterrors import explain
 
 USER_ENV = "TEACHFILE_USER"
 PASSWORD_ENV = "TEACHFILE_PASSWORD"
@@ -108,7 +109,7 @@ class Node:
         try:
             r = self.session.request(method, self.url + path, timeout=self.timeout, **kw)
         except requests.RequestException as exc:
-            raise RemoteError(f"cannot reach {self.url}: {type(exc).__name__}") from None
+            raise RemoteError(explain(exc, self.url, self.timeout)) from None
         if r.status_code in (401, 403):
             raise RemoteError(f"{method} {path}: HTTP {r.status_code} (check --user and "
                               f"--password or ${USER_ENV}/${PASSWORD_ENV})")
@@ -145,6 +146,20 @@ class Node:
         bar.close()
         os.replace(tmp, target)
         return bar.done
+
+    def case_record(self, study: str) -> dict[str, Any] | None:
+        """A study's case record, from the case API (or, on a node from before the case
+        store, from Orthanc metadata); None when the study is no case."""
+        r = self.call("GET", f"/teachfile/cases/{study}", ok=(200, 404))
+        if r.status_code == 200 and r.headers.get("Content-Type", "").startswith(
+                "application/json"):
+            case = r.json()
+            if not case.get("labelled"):
+                return None
+            return {k: case.get(k) for k in ("title", "keywords", "diagnosis", "notes",
+                                              "updated")}
+        legacy = self.call("GET", f"/studies/{study}/metadata/{CASE_METADATA}", ok=(200, 404))
+        return json.loads(legacy.content) if legacy.status_code == 200 else None
 
     def key_fingerprint(self) -> str | None:
         r = self.call("GET", "/teachfile/status", ok=(200, 404))
@@ -276,9 +291,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     have = manifest.instance_ids()
     todo: list[tuple[str, str]] = []
     for study, instances in _studies(node):
-        record = node.call("GET", f"/studies/{study}/metadata/{CASE_METADATA}", ok=(200, 404))
-        if record.status_code == 200:
-            manifest.cases[study] = json.loads(record.content)
+        record = node.case_record(study)
+        if record is not None:
+            manifest.cases[study] = record
         todo.extend((study, i) for i in instances if i not in have)
     bar = Progress("backup", len(todo), "instances")
     for n, (study, iid) in enumerate(todo, 1):
@@ -387,11 +402,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("backup", help="copy every instance not yet backed up into DIR")
     _auth(p)
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                   help="the backup directory (created, or added to if it holds a backup)")
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("restore", help="verify a backup's checksums and upload it to a node")
-    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("directory", type=Path, metavar="DIR",
+                   help="a directory written by teachfile backup")
     _auth(p)
     p.set_defaults(func=cmd_restore)
 

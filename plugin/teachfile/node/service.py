@@ -43,6 +43,8 @@ from ..reception.transcode import TranscodePolicy, lossless_encoder
 from .keycheck import REASON as KEY_MISMATCH
 from .keycheck import KeyCheck, check_directory
 from .keys import fingerprint, load_or_create_key
+from .records import DIRECTORY_NAME as CASE_DIRECTORY
+from .records import CaseStore
 from .roles import Roles
 from .state import NodeState, Refusal
 
@@ -75,6 +77,9 @@ class Settings:
     #: Orthanc's storage directory: shared by every node of a scale-out cluster, so the place
     #: where the cluster's key fingerprint is recorded (see :mod:`teachfile.node.keycheck`).
     storage_dir: Path | None = None
+    #: Where case records live (see :mod:`teachfile.node.records`); None: ``teachfile-cases``
+    #: in the storage directory, which every replica shares.
+    case_dir: Path | None = None
 
     @classmethod
     def from_orthanc_config(cls, config: Mapping[str, Any],
@@ -105,6 +110,7 @@ class Settings:
             roles=dict(section.get("Roles", {}) or {}),
             users=tuple((config.get("RegisteredUsers") or {}).keys()),
             storage_dir=Path(config.get("StorageDirectory", "OrthancStorage")),
+            case_dir=Path(section["CaseDirectory"]) if section.get("CaseDirectory") else None,
         )
 
 
@@ -122,9 +128,11 @@ class Service:
         self.transcode_policy = TranscodePolicy.from_mapping(self.profile.transcoding)
         self.pixel_policy = load_pixel_policy(
             settings.pixel_rules or settings.config_dir / "pixel-rules.yaml")
+        self.cases = CaseStore(settings.case_dir or (
+            settings.storage_dir or settings.data_dir) / CASE_DIRECTORY)
         self.reception = Reception(Deidentifier(self.profile, self.pseudonymizer),
                                    self.transcode_policy, self.pixel_policy,
-                                   settings.force_failure)
+                                   settings.force_failure, case_titles=self.cases.title_for)
         self.state = NodeState(settings.max_refusals)
         self.roles = Roles.from_config(settings.roles, dict.fromkeys(settings.users))
         self.key_check: KeyCheck | None = None

@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -67,6 +67,7 @@ MAX_DEPTH = 32
 
 _SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
 _STUDY_UID, _SERIES_UID = 0x0020000D, 0x0020000E
+_STUDY_DESCRIPTION = 0x00081030
 _PATIENT_NAME, _PATIENT_ID = 0x00100010, 0x00100020
 _REQUIRED_UIDS = (_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID, _SERIES_UID)
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -206,10 +207,15 @@ class Deidentifier:
         self._safe_groups = {g for g, _, _ in self._safe}
 
     # ----------------------------------------------------------------- public entry point
-    def deidentify(self, ds: Dataset) -> Dataset:
-        """De-identify ``ds`` in place and return it; raise :class:`Refusal` if not possible."""
+    def deidentify(self, ds: Dataset,
+                   study_title: Callable[[str], str | None] | None = None) -> Dataset:
+        """De-identify ``ds`` in place and return it; raise :class:`Refusal` if not possible.
+
+        ``study_title`` maps a pseudonymous Study Instance UID to the title of a teaching case
+        (or None): a case keeps its title whatever the sender put in Study Description. The
+        title goes through the profile's rule for Study Description like any description."""
         try:
-            return self._run(ds)
+            return self._run(ds, study_title)
         except Refusal:
             raise
         except RecursionError:
@@ -218,7 +224,8 @@ class Deidentifier:
             raise Refusal("deid-error", type(exc).__name__) from None
 
     # ----------------------------------------------------------------- main steps
-    def _run(self, ds: Dataset) -> Dataset:
+    def _run(self, ds: Dataset,
+             study_title: Callable[[str], str | None] | None = None) -> Dataset:
         for tag in _REQUIRED_UIDS:
             if tag not in ds or not str(ds[tag].value or "").strip():
                 raise Refusal("missing-uid", f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
@@ -250,6 +257,10 @@ class Deidentifier:
         self._walk(ds, ctx, 0)
         if tsuid != ImplicitVRLittleEndian:
             _decode_implicit(ds)
+        if study_title is not None:
+            title = study_title(str(ds[_STUDY_UID].value).strip())
+            if title:
+                self._set_study_description(ds, title, ctx)
 
         if ctx.sealed:
             new_pid, new_name = pid, pname
@@ -261,6 +272,15 @@ class Deidentifier:
         self._rebuild_meta(ds, tsuid)
         _seal.seal(ds, pseudo)
         return ds
+
+    def _set_study_description(self, ds: Dataset, title: str, ctx: _Ctx) -> None:
+        act = self._rules.get(_STUDY_DESCRIPTION) or self._auto_rule(_STUDY_DESCRIPTION)
+        if act == "X":
+            ds.pop(_STUDY_DESCRIPTION, None)
+            return
+        ds.add_new(_STUDY_DESCRIPTION, "LO", title)
+        if act != "K":
+            self._apply(ds, _STUDY_DESCRIPTION, act, ctx, 0)
 
     def _mark(self, ds: Dataset) -> None:
         p = self.profile

@@ -11,6 +11,7 @@ refusal that the sender sees. Every failure becomes a refusal with a PHI-free re
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pydicom
@@ -50,7 +51,8 @@ class Reception:
                  pixel_policy: pixels.PixelPolicy | None = None,
                  force_failure: str | None = None,
                  output_check: check.OutputCheck | None = None,
-                 check_bytes: bool = True) -> None:
+                 check_bytes: bool = True,
+                 case_titles: Callable[[str], str | None] | None = None) -> None:
         self.deidentifier = deidentifier
         self.pseudonymizer = deidentifier.pseudonymizer
         self.policy = policy
@@ -60,6 +62,9 @@ class Reception:
         self.output_check = output_check or check.OutputCheck(deidentifier.profile)
         #: Benchmark switch only (scripts/bench-deid): False skips both byte checks.
         self.check_bytes = check_bytes
+        #: Pseudonymous Study Instance UID -> the case title that study must keep (the node's
+        #: case store); it may raise :class:`Refusal` when the store cannot be read.
+        self.case_titles = case_titles
 
     def process(self, raw: bytes) -> Decision:
         uid_hash: str | None = None
@@ -83,7 +88,7 @@ class Reception:
                 raise Refusal("burned-in", plan.reason_code)
             # The identifiers are read before de-identification replaces them.
             tokens = self.output_check.tokens(ds) if self.check_bytes else None
-            ds = self.deidentifier.deidentify(ds)
+            ds = self.deidentifier.deidentify(ds, self.case_titles)
             if plan is not None and plan.action == "clean":
                 ds = pixels.apply(ds, plan)
             sealed_uid = ds.SOPInstanceUID  # de-identification sealed the instance

@@ -24,15 +24,16 @@ PASSWORD_ENV = "TEACHFILE_PASSWORD"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     roster = subparsers.add_parser("roster", help="generate and apply workshop configurations")
-    sub = roster.add_subparsers(dest="roster_command", metavar="ACTION")
+    sub = roster.add_subparsers(dest="roster_command", metavar="ACTION", help="one of:")
 
     check = sub.add_parser("check", help="validate a roster; print every error")
-    check.add_argument("roster", type=Path)
+    check.add_argument("roster", type=Path, help="the roster YAML file")
     check.set_defaults(func=cmd_check)
 
     rend = sub.add_parser("render", help="validate, then write every configuration")
-    rend.add_argument("roster", type=Path)
-    rend.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    rend.add_argument("roster", type=Path, help="the roster YAML file")
+    rend.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
+                      help="where to write the configurations (created if missing)")
     rend.add_argument("--templates", type=Path, metavar="DIR",
                       help="templates that override the defaults, file by file")
     rend.set_defaults(func=cmd_render)
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             ("apply", cmd_apply, "make a running server's modalities match the roster"),
             ("verify", cmd_verify, "C-ECHO every participant from the server")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("roster", type=Path)
+        p.add_argument("roster", type=Path, help="the roster YAML file")
         p.add_argument("--url", required=True, help="the server's REST API, e.g. "
                        "http://127.0.0.1:8042")
         p.add_argument("--user", help="an admin user of the server")

@@ -12,6 +12,7 @@ from typing import Any
 
 import requests
 
+from ..cli.neterrors import explain
 from ..errors import TeachfileError
 from .model import Roster
 from .render import server_modalities
@@ -80,7 +81,7 @@ class OrthancClient:
             response = self.session.request(method, self.url + path, timeout=self.timeout,
                                             **kwargs)
         except requests.RequestException as exc:
-            raise RemoteError(f"cannot reach {self.url}: {type(exc).__name__}") from None
+            raise RemoteError(explain(exc, self.url, self.timeout)) from None
         if response.status_code in (401, 403):
             raise RemoteError(f"{method} {path}: HTTP {response.status_code} (check --user and"
                               " --password)")

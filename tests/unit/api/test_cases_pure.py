@@ -8,7 +8,9 @@ import hashlib
 import io
 import json
 import socket
+import tempfile
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from teachfile.api import cases, casesearch
 from teachfile.api.casesearch import Hit, NodeFailure, Peer
 from teachfile.api.routes import Request, dispatch
 from teachfile.cli import cases as casecli
+from teachfile.node.records import CaseStore
 
 STUDY = "0123abcd-0123abcd-0123abcd-0123abcd-0123abcd"
 
@@ -60,7 +63,9 @@ def test_record_round_trip_and_tolerant_reading() -> None:
     assert cases.CaseRecord.from_json(json.dumps(rec.as_json())) == rec
     assert cases.CaseRecord.from_json(b"[1, 2]") == cases.CaseRecord()
     assert cases.CaseRecord.from_json({"title": "T"}).keywords == ()
-    assert rec.matches("K2") and rec.matches("D?") and not rec.matches("notes")
+    assert cases.record_matches("K2", rec) and cases.record_matches("D?", rec)
+    # Notes are searched too (they were not: a case found by its notes only was missed).
+    assert cases.record_matches("notes", rec) and not cases.record_matches("nothing", rec)
 
 
 # -- search: patterns, matching, answers, merging ------------------------------------------------
@@ -71,6 +76,15 @@ def test_queries_are_checked() -> None:
     for bad in ("", "**", "?", "a\\b", "x" * 65, "a\x01b"):
         with pytest.raises(ValueError):
             casesearch.parse_query(bad)
+
+
+@pytest.mark.parametrize("raw, typed", [
+    ("stanford%20type", "stanford type"), ("stanford+type", "stanford type"),
+    ("stanford type", "stanford type"), ("a%2Ab", "a*b"), (None, ""),
+])
+def test_the_query_string_is_decoded_as_a_browser_encodes_it(raw: str | None,
+                                                              typed: str) -> None:
+    assert cases.query_text(raw) == typed
 
 
 def test_patterns_cover_the_usual_spellings_once_each() -> None:
@@ -228,14 +242,14 @@ class FakeOrthanc:
     """Just enough of Orthanc's internal REST API for the case handlers."""
 
     def __init__(self) -> None:
-        self.description = "e+1"
+        self.description: str | None = "e+1"
         self.metadata: dict[str, str] = {}
         self.modified = 0
         self.calls: list[str] = []
 
     def get(self, uri: str) -> bytes:
         self.calls.append("GET " + uri)
-        if uri == f"/studies/{STUDY}":
+        if uri == f"/studies/{STUDY}" and self.description is not None:
             return json.dumps({"MainDicomTags": {"StudyDescription": self.description,
                                                  "StudyInstanceUID": "1.2.3"}}).encode()
         if uri == f"/studies/{STUDY}/instances":
@@ -252,6 +266,9 @@ class FakeOrthanc:
 
     def post(self, uri: str, body: bytes) -> bytes:
         self.calls.append("POST " + uri)
+        if uri == "/tools/lookup":
+            return b'[{"Type": "Study", "ID": "%s"}]' % STUDY.encode() if body == b"1.2.3" \
+                else b"[]"
         if uri == f"/studies/{STUDY}/modify":
             request = json.loads(body)
             assert request["Keep"] == ["StudyInstanceUID", "SeriesInstanceUID",
@@ -268,41 +285,61 @@ class FakeOrthanc:
         raise RuntimeError("Unknown resource")
 
     def put(self, uri: str, body: bytes) -> bytes:
-        assert uri == f"/studies/{STUDY}/metadata/{cases.CASE_METADATA}"
-        self.metadata["rec"] = body.decode()
-        return b""
+        raise RuntimeError("records are not Orthanc metadata any more")
 
     def delete(self, uri: str) -> None:
         raise RuntimeError("not used")
 
 
+def _service(directory: Path | None = None) -> Any:
+    """What the handlers need of the node's Service: its case store."""
+    return types.SimpleNamespace(cases=CaseStore(directory or Path(tempfile.mkdtemp())))
+
+
 def _req(api: FakeOrthanc, method: str, path: str, body: Any = None,
-         query: dict[str, str] | None = None) -> Any:
+         query: dict[str, str] | None = None, service: Any = None) -> Any:
     data = b"" if body is None else json.dumps(body).encode()
-    return dispatch(None, Request(method, path, query or {}, data, "carol", api))  # type: ignore[arg-type]
+    return dispatch(service or _service(), Request(method, path, query or {}, data, "carol",
+                                                   api))
 
 
-def test_cases_are_labelled_read_and_sent_through_dispatch() -> None:
+def test_cases_are_labelled_read_and_sent_through_dispatch(tmp_path: Path) -> None:
     api = FakeOrthanc()
-    r = _req(api, "GET", f"/teachfile/cases/{STUDY}")
+    svc = _service(tmp_path)
+    r = _req(api, "GET", f"/teachfile/cases/{STUDY}", service=svc)
     assert r.status == 200 and r.body["title"] == "e+1" and not r.body["labelled"]
     r = _req(api, "PUT", f"/teachfile/cases/{STUDY}",
-             {"title": "Aortic dissection", "keywords": ["aorta"]})
+             {"title": "Aortic dissection", "keywords": ["aorta"]}, service=svc)
     assert r.status == 200, r.body
     assert r.body["title"] == "Aortic dissection" and r.body["labelled"]
     assert r.body["instances"] == 2 and api.modified == 1
     assert f"POST /studies/{STUDY}/reconstruct" in api.calls
     # Same title: the record changes, the instances are not rewritten.
-    r = _req(api, "PUT", f"/teachfile/cases/{STUDY}/", {"diagnosis": "type A"})
+    r = _req(api, "PUT", f"/teachfile/cases/{STUDY}/", {"diagnosis": "type A"}, service=svc)
     assert r.status == 200 and api.modified == 1
     assert r.body["keywords"] == ["aorta"] and r.body["diagnosis"] == "type A"
-    r = _req(api, "POST", f"/teachfile/cases/{STUDY}/send", {"target": "hub"})
+    # The record is in the case store, keyed by the Study Instance UID, not in Orthanc.
+    stored = svc.cases.get("1.2.3")
+    assert stored.study == STUDY and stored.record.diagnosis == "type A"
+    assert svc.cases.title_for("1.2.3") == "Aortic dissection"
+    # The Study Instance UID names the study as well as the Orthanc id does.
+    r = _req(api, "GET", "/teachfile/cases/1.2.3", service=svc)
+    assert r.status == 200 and r.body["study"] == STUDY and r.body["diagnosis"] == "type A"
+    r = _req(api, "POST", "/teachfile/cases/1.2.3/send", {"target": "hub"}, service=svc)
     assert r.body == {"study": STUDY, "target": "hub", "job": "job-2",
                       "job_path": "/jobs/job-2"}
+    assert _req(api, "GET", "/teachfile/cases/1.2.4", service=svc).status == 404
+    # A deleted study's record is still served, by UID and by its last Orthanc id.
+    api.description = None
+    for ref in ("1.2.3", STUDY):
+        r = _req(api, "GET", f"/teachfile/cases/{ref}", service=svc)
+        assert r.status == 200 and r.body["labelled"] and not r.body["stored"], r.body
+        assert r.body["instances"] == 0 and r.body["title"] == "Aortic dissection"
 
 
 @pytest.mark.parametrize("method, path, body, status", [
     ("GET", "/teachfile/cases/not-an-id", None, 400),
+    ("GET", "/teachfile/cases/1.2.999", None, 404),
     ("GET", "/teachfile/cases/" + STUDY.replace("0", "f"), None, 404),
     ("PUT", f"/teachfile/cases/{STUDY}", {"title": ""}, 400),
     ("PUT", f"/teachfile/cases/{STUDY}", None, 200),
@@ -322,9 +359,23 @@ def test_routing_and_client_errors(method: str, path: str, body: Any, status: in
 
 
 def test_search_timeout_argument_is_checked() -> None:
-    for value in ("x", "0", "121"):
+    for value in ("x", "0", str(cases.MAX_TIMEOUT + 1)):
         r = _req(FakeOrthanc(), "GET", "/teachfile/search", query={"q": "a", "timeout": value})
         assert r.status == 400
+
+
+def test_the_readme_and_the_api_document_state_the_timeout_the_code_enforces() -> None:
+    """The README once promised 120 s while the node refused anything above 30."""
+    import re
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    stated = re.findall(r"`timeout` \(default (\d+) s, at most (\d+)\)", readme)
+    assert stated == [(str(cases.DEFAULT_TIMEOUT), str(cases.MAX_TIMEOUT))]
+    from teachfile.api.routes import openapi_document
+
+    params = openapi_document()["paths"]["/teachfile/search"]["get"]["parameters"]
+    schema = next(p["schema"] for p in params if p["name"] == "timeout")
+    assert (schema["default"], schema["maximum"]) == (cases.DEFAULT_TIMEOUT, cases.MAX_TIMEOUT)
 
 
 # -- backup manifest and progress -----------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_render_with_broken_template_exits_1(tmp_path: Path) -> None:
 def test_apply_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     # Port 9 on loopback (discard) is closed on a test machine; nothing leaves the host.
     assert main(["roster", "apply", str(EXAMPLE), "--url", "http://127.0.0.1:9"]) == 1
-    assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+    assert "nothing listens on port 9 of 127.0.0.1" in capsys.readouterr().err
 
 
 def test_diff_modalities() -> None:
