@@ -289,6 +289,28 @@ orthanc.RegisterIncomingCStoreInstanceFilter(_on_cstore)
 orthanc.RegisterOnStoredInstanceCallback(_on_stored)
 orthanc.RegisterIncomingHttpRequestFilter(_releasing("http_filter")(_on_http_request))
 threading.Thread(target=_delete_worker, name="teachfile-guard", daemon=True).start()
+
+
+def _start_dicom_guard() -> None:
+    """Silent TCP clients must not hold Orthanc's DICOM accept thread (see node/dicomguard)."""
+    try:
+        from teachfile.node import dicomguard
+
+        config = json.loads(orthanc.GetConfiguration())
+        section = config.get("Teachfile") or {}
+        guard = dicomguard.DicomGuard(
+            port=int(config.get("DicomPort", 4242)),
+            request_timeout=float(section.get("DicomRequestTimeout", 2)),
+            defer_accept=int(section.get("DicomDeferAccept", 60)))
+        on_drop = (lambda n: _service.state.count("dicom_silent_dropped", n=n)) \
+            if _service is not None else None
+        threading.Thread(target=dicomguard.run_forever, args=(guard, 0.1, on_drop),
+                         name="teachfile-dicom-guard", daemon=True).start()
+    except Exception as exc:  # noqa: BLE001
+        orthanc.LogError(f"teachfile: DICOM guard not started ({type(exc).__name__}: {exc})")
+
+
+_start_dicom_guard()
 if _service is not None:
     orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _releasing("rest_callback")(_on_teachfile_rest))
     orthanc.RegisterRestCallback("/instances", _releasing("rest_callback")(_on_instances))

@@ -5,13 +5,19 @@ One node serves the whole module; each test leaves it as it found it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
-from harness import Node, start_node
+from harness import LOOPBACK, Node, echo_pynetdicom, send_pynetdicom, start_node
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +48,69 @@ def test_no_upload_body_is_held_after_its_request(anode: Node) -> None:
         assert r.status_code == 400, r.text[:300]
     growth = _rss_mb(anode) - before
     assert growth < 48, f"{growth:.0f} MB still resident after three 48 MB uploads"
+
+
+# -- DICOM: silent clients must not silence the node -------------------------------------------
+
+
+def _ct() -> pydicom.Dataset:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    return ds
+
+
+def _hold(node: Node, n: int, first_bytes: bytes = b"") -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection((LOOPBACK, node.dicom_port), timeout=5)
+        if first_bytes:
+            s.sendall(first_bytes)
+        socks.append(s)
+    return socks
+
+
+def _echo_and_store(node: Node) -> tuple[float, int, list[int]]:
+    t0 = time.monotonic()
+    echo = echo_pynetdicom(node)
+    took = time.monotonic() - t0
+    return took, echo, send_pynetdicom(node, [_ct()])
+
+
+def test_eight_silent_connections_do_not_block_echo_or_store(anode: Node) -> None:
+    """Orthanc's one accept thread waited 30 s for each silent client's first PDU: eight
+    of them held every real sender for four minutes. The listening socket now keeps silent
+    connections in the kernel (TCP_DEFER_ACCEPT)."""
+    socks = _hold(anode, 8)
+    try:
+        time.sleep(1)
+        took, echo, stores = _echo_and_store(anode)
+        assert echo == 0 and stores == [0]
+        print(f"C-ECHO under 8 silent connections: {took:.2f} s")
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_connections_that_stall_in_the_association_request_are_dropped(anode: Node) -> None:
+    """A client that sends one byte of its A-ASSOCIATE-RQ and stops reaches Orthanc's accept
+    thread; the plugin drops it once it has waited the request timeout, so eight of them
+    cost seconds, not 8 x 30 s, and each is closed by the node."""
+    socks = _hold(anode, 8, first_bytes=b"\x01")
+    try:
+        took, echo, stores = _echo_and_store(anode)
+        assert echo == 0 and stores == [0]
+        print(f"C-ECHO under 8 stalled association requests: {took:.2f} s")
+        for s in socks:
+            s.settimeout(30)
+            with contextlib.suppress(ConnectionResetError):  # closed by the node
+                assert s.recv(16) == b""
+    finally:
+        for s in socks:
+            s.close()
+    assert anode.status()["counters"].get("dicom_silent_dropped", 0) >= 8
+
+
+def test_the_answering_limits_are_in_the_generated_configuration(anode: Node) -> None:
+    cfg = anode.config
+    assert cfg["DicomThreadsCount"] >= 8 and cfg["DicomScpTimeout"] <= 30
+    assert cfg["HttpRequestTimeout"] <= 10
