@@ -114,3 +114,35 @@ def test_the_answering_limits_are_in_the_generated_configuration(anode: Node) ->
     cfg = anode.config
     assert cfg["DicomThreadsCount"] >= 8 and cfg["DicomScpTimeout"] <= 30
     assert cfg["HttpRequestTimeout"] <= 10
+
+
+# -- HTTP: half-sent requests must not hold the workers -----------------------------------------
+
+
+def test_half_sent_requests_do_not_hold_the_http_workers(anode: Node) -> None:
+    """55 requests whose headers never end held Orthanc's 50 workers for 29 s (civetweb's
+    request timeout, 30 s by default). With HttpRequestTimeout 10 the node closes them and a
+    local request is answered; before, the request below (25 s limit) timed out."""
+    socks = []
+    for _ in range(55):
+        s = socket.create_connection((LOOPBACK, anode.http_port), timeout=5)
+        s.sendall(b"GET /system HTTP/1.1\r\nHost: x\r\nX-Half: sent")
+        socks.append(s)
+    try:
+        time.sleep(1)
+        t0 = time.monotonic()
+        r = anode.get("/teachfile/status", timeout=25)
+        print(f"request answered after {time.monotonic() - t0:.1f} s behind 55 half-sent ones")
+        assert r.status_code == 200
+        closed = 0
+        for s in socks:
+            s.settimeout(15)
+            try:
+                data = s.recv(4096)
+            except (ConnectionResetError, TimeoutError):
+                data = b"?"
+            closed += data == b"" or data.split(b" ", 2)[1:2] == [b"400"]  # closed, or told
+        assert closed == len(socks), f"only {closed} of {len(socks)} closed by the node: {data!r}"
+    finally:
+        for s in socks:
+            s.close()
