@@ -286,9 +286,29 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
 
 orthanc.RegisterReceivedInstanceCallback(_on_received)
 orthanc.RegisterIncomingCStoreInstanceFilter(_on_cstore)
+def _on_reset(output: orthanc.RestOutput, uri: str, **request: object) -> None:
+    """``/tools/reset`` is refused: Orthanc would re-run this script after ``Py_Finalize`` in the
+    same process, where compiled extensions (PyYAML's ``_yaml``: "metaclass conflict"; numpy,
+    which does not support re-initialisation) cannot load again, leaving a node that refuses
+    every instance and every write until its process restarts."""
+    if request.get("method") != "POST":
+        output.SendMethodNotAllowed("POST")
+        return
+    _answer(output, 403, json.dumps({
+        "error": "POST /tools/reset is refused on a teaching-file node: restart the Orthanc "
+                 "process instead (Ctrl-C and make run, or restart its service)",
+        "reason": "reset-refused",
+        "status": 403,
+        "detail": "Orthanc restarts in the same process and re-runs the Python plugin in a "
+                  "re-initialised interpreter, where the compiled libraries the plugin needs "
+                  "cannot load again; the node would refuse every instance until restarted",
+    }, indent=2).encode())
+
+
 orthanc.RegisterOnStoredInstanceCallback(_on_stored)
 orthanc.RegisterIncomingHttpRequestFilter(_releasing("http_filter")(_on_http_request))
 threading.Thread(target=_delete_worker, name="teachfile-guard", daemon=True).start()
+orthanc.RegisterRestCallback("/tools/reset", _releasing("rest_callback")(_on_reset))
 
 
 def _start_dicom_guard() -> None:

@@ -17,7 +17,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from harness import LOOPBACK, Node, echo_pynetdicom, send_pynetdicom, start_node
+from harness import LOOPBACK, Node, echo_pynetdicom, send_pynetdicom, start_node, to_bytes
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +146,23 @@ def test_half_sent_requests_do_not_hold_the_http_workers(anode: Node) -> None:
     finally:
         for s in socks:
             s.close()
+
+
+# -- /tools/reset ---------------------------------------------------------------------------
+
+
+def test_a_reset_is_refused_clearly_and_the_node_keeps_working(anode: Node) -> None:
+    """A reset re-ran the plugin in a re-initialised interpreter ("cannot start (TypeError:
+    metaclass conflict)" from PyYAML's compiled part): afterwards the admin got 403 and every
+    C-STORE was refused. It is refused with a reason, and reception and REST go on."""
+    r = anode.post("/tools/reset")
+    assert r.status_code == 403
+    body = r.json()
+    assert body["reason"] == "reset-refused" and "restart" in body["error"]
+    time.sleep(2)  # had Orthanc restarted, the checks below would see the broken plugin
+    assert send_pynetdicom(anode, [_ct()]) == [0]
+    r = anode.post("/instances", data=to_bytes(_ct()),
+                   headers={"Content-Type": "application/dicom"})
+    assert r.status_code == 200, r.text[:300]
+    assert anode.get("/teachfile/status").status_code == 200
+    assert "cannot start" not in anode.log_text()
