@@ -7,6 +7,7 @@ original), so no exception may ever leave it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -176,6 +177,38 @@ _logger.setLevel(logging.INFO)
 _logger.propagate = False
 # Any library warning may quote a data value: none reaches Orthanc's log from this process.
 warnings.filterwarnings("ignore")
+
+try:
+    from teachfile.node.leaks import KwargsReleaser, plugin_leaks_kwargs
+
+    # Plugin 4.0 leaks every HTTP callback's arguments (a whole upload body per request).
+    _keep_leaks = (os.environ.get("TEACHFILE_TESTING") == "1" and bool(
+        ((json.loads(orthanc.GetConfiguration()).get("Teachfile") or {}).get("Testing") or {})
+        .get("KeepPluginLeaks")))  # the benchmark's baseline: the plugin as it is
+    _releaser: KwargsReleaser | None = KwargsReleaser(
+        plugin_leaks_kwargs(orthanc) and not _keep_leaks)
+except Exception as _exc:  # noqa: BLE001 - without it the node leaks, but still works
+    _releaser = None
+    orthanc.LogWarning(f"teachfile: cannot release plugin 4.0's leaked request arguments "
+                       f"({type(_exc).__name__})")
+
+
+def _releasing(kind: str):  # type: ignore[no-untyped-def]
+    """Wrap an HTTP callback so that, on a leaking plugin, its arguments are freed after it."""
+    def wrap(fn):  # type: ignore[no-untyped-def]
+        @functools.wraps(fn)
+        def inner(*args, **request):  # type: ignore[no-untyped-def]
+            try:
+                return fn(*args, **request)
+            finally:
+                try:
+                    if _releaser is not None:
+                        getattr(_releaser, kind)(request)
+                except BaseException:  # noqa: BLE001, S110 - never break an answer
+                    pass
+        return inner
+    return wrap
+
 
 try:
     from teachfile.api import routes as rest
@@ -372,12 +405,54 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
 
 orthanc.RegisterReceivedInstanceCallback(_on_received)
 orthanc.RegisterIncomingCStoreInstanceFilter(_on_cstore)
+def _on_reset(output: orthanc.RestOutput, uri: str, **request: object) -> None:
+    """``/tools/reset`` is refused: Orthanc would re-run this script after ``Py_Finalize`` in the
+    same process, where compiled extensions (PyYAML's ``_yaml``: "metaclass conflict"; numpy,
+    which does not support re-initialisation) cannot load again, leaving a node that refuses
+    every instance and every write until its process restarts."""
+    if request.get("method") != "POST":
+        output.SendMethodNotAllowed("POST")
+        return
+    _answer(output, 403, json.dumps({
+        "error": "POST /tools/reset is refused on a teaching-file node: restart the Orthanc "
+                 "process instead (Ctrl-C and make run, or restart its service)",
+        "reason": "reset-refused",
+        "status": 403,
+        "detail": "Orthanc restarts in the same process and re-runs the Python plugin in a "
+                  "re-initialised interpreter, where the compiled libraries the plugin needs "
+                  "cannot load again; the node would refuse every instance until restarted",
+    }, indent=2).encode())
+
+
 orthanc.RegisterOnStoredInstanceCallback(_on_stored)
-orthanc.RegisterIncomingHttpRequestFilter(_on_http_request)
+orthanc.RegisterIncomingHttpRequestFilter(_releasing("http_filter")(_on_http_request))
 threading.Thread(target=_delete_worker, name="teachfile-guard", daemon=True).start()
+orthanc.RegisterRestCallback("/tools/reset", _releasing("rest_callback")(_on_reset))
+
+
+def _start_dicom_guard() -> None:
+    """Silent TCP clients must not hold Orthanc's DICOM accept thread (see node/dicomguard)."""
+    try:
+        from teachfile.node import dicomguard
+
+        config = json.loads(orthanc.GetConfiguration())
+        section = config.get("Teachfile") or {}
+        guard = dicomguard.DicomGuard(
+            port=int(config.get("DicomPort", 4242)),
+            request_timeout=float(section.get("DicomRequestTimeout", 2)),
+            defer_accept=int(section.get("DicomDeferAccept", 60)))
+        on_drop = (lambda n: _service.state.count("dicom_silent_dropped", n=n)) \
+            if _service is not None else None
+        threading.Thread(target=dicomguard.run_forever, args=(guard, 0.1, on_drop),
+                         name="teachfile-dicom-guard", daemon=True).start()
+    except Exception as exc:  # noqa: BLE001
+        orthanc.LogError(f"teachfile: DICOM guard not started ({type(exc).__name__}: {exc})")
+
+
+_start_dicom_guard()
 if _service is not None:
-    orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _on_teachfile_rest)
-    orthanc.RegisterRestCallback("/instances", _on_instances)
+    orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _releasing("rest_callback")(_on_teachfile_rest))
+    orthanc.RegisterRestCallback("/instances", _releasing("rest_callback")(_on_instances))
     _logger.info("teachfile %s ready: profile %s, key %s, pid %d",
                  _service.versions["version"], _service.profile.name,
                  _service.key_fingerprint, os.getpid())

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..node.keys import load_or_create_password
+from ..node.limits import answering_config
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = PLUGIN_DIR.parent
@@ -202,6 +203,8 @@ def build_config(settings: NodeSettings, password: str) -> dict[str, Any]:
         # must replace the stored instance rather than fail as "already stored".
         "OverwriteInstances": True,
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
+        # Silent and half-sent clients must not hold the DICOM and HTTP threads (issue 15).
+        **answering_config(),
         # Transcoding happens in the plugin; GDCM stays loaded to decode J2K for clients that
         # cannot take it.
         "Gdcm": {"Enable": True},

@@ -19,6 +19,7 @@ import jinja2
 import yaml
 
 from ..errors import ConfigError
+from ..node.limits import answering_config
 from .model import Participant, Roster, is_ipv4
 from .source import PERMISSIONS
 
@@ -91,7 +92,10 @@ def _security() -> dict[str, Any]:
         "DicomCheckCalledAet": True,
         "UnknownSopClassAccepted": False,
         "DeidentifyLogs": True,
-        "HttpDescribeErrors": False,
+        # Participants must be able to read why a request failed (issue 15).
+        "HttpDescribeErrors": True,
+        # Silent and half-sent clients must not hold the DICOM and HTTP threads.
+        **answering_config(),
     }
 
 

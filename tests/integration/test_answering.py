@@ -1,0 +1,168 @@
+"""A node that keeps answering and keeps its memory (issue 15), on real Orthanc processes.
+
+One node serves the whole module; each test leaves it as it found it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from harness import LOOPBACK, Node, echo_pynetdicom, send_pynetdicom, start_node, to_bytes
+
+
+@pytest.fixture(scope="module")
+def anode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    n = start_node(tmp_path_factory.mktemp("answering"), aet="ANSWERING")
+    yield n
+    n.stop()
+
+
+def _rss_mb(node: Node) -> float:
+    assert node.process is not None
+    for line in Path(f"/proc/{node.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_no_upload_body_is_held_after_its_request(anode: Node) -> None:
+    """Plugin 4.0 kept every REST body alive (a 200 MB body left +200 MB resident). Three
+    48 MB bodies (above glibc's largest mmap threshold, so a freed one leaves RSS) may leave
+    at most one body's worth behind; leaked, they leave three."""
+    body = os.urandom(1 << 20) * 48
+    anode.post("/instances", data=b"warm-up")
+    before = _rss_mb(anode)
+    for _ in range(3):
+        r = anode.post("/instances", data=body, headers={"Content-Type": "application/dicom"},
+                       timeout=300)
+        assert r.status_code == 400, r.text[:300]
+    growth = _rss_mb(anode) - before
+    assert growth < 48, f"{growth:.0f} MB still resident after three 48 MB uploads"
+
+
+# -- DICOM: silent clients must not silence the node -------------------------------------------
+
+
+def _ct() -> pydicom.Dataset:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    return ds
+
+
+def _hold(node: Node, n: int, first_bytes: bytes = b"") -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection((LOOPBACK, node.dicom_port), timeout=5)
+        if first_bytes:
+            s.sendall(first_bytes)
+        socks.append(s)
+    return socks
+
+
+def _echo_and_store(node: Node) -> tuple[float, int, list[int]]:
+    t0 = time.monotonic()
+    echo = echo_pynetdicom(node)
+    took = time.monotonic() - t0
+    return took, echo, send_pynetdicom(node, [_ct()])
+
+
+def test_eight_silent_connections_do_not_block_echo_or_store(anode: Node) -> None:
+    """Orthanc's one accept thread waited 30 s for each silent client's first PDU: eight
+    of them held every real sender for four minutes. The listening socket now keeps silent
+    connections in the kernel (TCP_DEFER_ACCEPT)."""
+    socks = _hold(anode, 8)
+    try:
+        time.sleep(1)
+        took, echo, stores = _echo_and_store(anode)
+        assert echo == 0 and stores == [0]
+        print(f"C-ECHO under 8 silent connections: {took:.2f} s")
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_connections_that_stall_in_the_association_request_are_dropped(anode: Node) -> None:
+    """A client that sends one byte of its A-ASSOCIATE-RQ and stops reaches Orthanc's accept
+    thread; the plugin drops it once it has waited the request timeout, so eight of them
+    cost seconds, not 8 x 30 s, and each is closed by the node."""
+    socks = _hold(anode, 8, first_bytes=b"\x01")
+    try:
+        took, echo, stores = _echo_and_store(anode)
+        assert echo == 0 and stores == [0]
+        print(f"C-ECHO under 8 stalled association requests: {took:.2f} s")
+        for s in socks:
+            s.settimeout(30)
+            with contextlib.suppress(ConnectionResetError):  # closed by the node
+                assert s.recv(16) == b""
+    finally:
+        for s in socks:
+            s.close()
+    assert anode.status()["counters"].get("dicom_silent_dropped", 0) >= 8
+
+
+def test_the_answering_limits_are_in_the_generated_configuration(anode: Node) -> None:
+    cfg = anode.config
+    assert cfg["DicomThreadsCount"] >= 8 and cfg["DicomScpTimeout"] <= 30
+    assert cfg["HttpRequestTimeout"] <= 10
+
+
+# -- HTTP: half-sent requests must not hold the workers -----------------------------------------
+
+
+def test_half_sent_requests_do_not_hold_the_http_workers(anode: Node) -> None:
+    """55 requests whose headers never end held Orthanc's 50 workers for 29 s (civetweb's
+    request timeout, 30 s by default). With HttpRequestTimeout 10 the node closes them and a
+    local request is answered; before, the request below (25 s limit) timed out."""
+    socks = []
+    for _ in range(55):
+        s = socket.create_connection((LOOPBACK, anode.http_port), timeout=5)
+        s.sendall(b"GET /system HTTP/1.1\r\nHost: x\r\nX-Half: sent")
+        socks.append(s)
+    try:
+        time.sleep(1)
+        t0 = time.monotonic()
+        r = anode.get("/teachfile/status", timeout=25)
+        print(f"request answered after {time.monotonic() - t0:.1f} s behind 55 half-sent ones")
+        assert r.status_code == 200
+        closed = 0
+        for s in socks:
+            s.settimeout(15)
+            try:
+                data = s.recv(4096)
+            except (ConnectionResetError, TimeoutError):
+                data = b"?"
+            closed += data == b"" or data.split(b" ", 2)[1:2] == [b"400"]  # closed, or told
+        assert closed == len(socks), f"only {closed} of {len(socks)} closed by the node: {data!r}"
+    finally:
+        for s in socks:
+            s.close()
+
+
+# -- /tools/reset ---------------------------------------------------------------------------
+
+
+def test_a_reset_is_refused_clearly_and_the_node_keeps_working(anode: Node) -> None:
+    """A reset re-ran the plugin in a re-initialised interpreter ("cannot start (TypeError:
+    metaclass conflict)" from PyYAML's compiled part): afterwards the admin got 403 and every
+    C-STORE was refused. It is refused with a reason, and reception and REST go on."""
+    r = anode.post("/tools/reset")
+    assert r.status_code == 403
+    body = r.json()
+    assert body["reason"] == "reset-refused" and "restart" in body["error"]
+    time.sleep(2)  # had Orthanc restarted, the checks below would see the broken plugin
+    assert send_pynetdicom(anode, [_ct()]) == [0]
+    r = anode.post("/instances", data=to_bytes(_ct()),
+                   headers={"Content-Type": "application/dicom"})
+    assert r.status_code == 200, r.text[:300]
+    assert anode.get("/teachfile/status").status_code == 200
+    assert "cannot start" not in anode.log_text()
