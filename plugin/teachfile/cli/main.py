@@ -15,7 +15,8 @@ from .. import __version__
 from ..errors import TeachfileError
 
 #: Modules that contribute subcommands; each has ``register(subparsers) -> None``.
-_COMMAND_MODULES = ("teachfile.cli.launcher", "teachfile.roster.cli", "teachfile.cli.cases")
+_COMMAND_MODULES = ("teachfile.cli.launcher", "teachfile.roster.cli", "teachfile.cli.cases",
+                    "teachfile.cli.network", "teachfile.cli.invite", "teachfile.cli.service")
 
 
 def build_parser() -> argparse.ArgumentParser:

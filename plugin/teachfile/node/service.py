@@ -75,6 +75,8 @@ class Settings:
     #: Orthanc's storage directory: shared by every node of a scale-out cluster, so the place
     #: where the cluster's key fingerprint is recorded (see :mod:`teachfile.node.keycheck`).
     storage_dir: Path | None = None
+    #: ``Teachfile.Sharing`` as the launcher wrote it: public/HTTPS, DICOM TLS, fingerprint.
+    sharing: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_orthanc_config(cls, config: Mapping[str, Any],
@@ -105,6 +107,7 @@ class Settings:
             roles=dict(section.get("Roles", {}) or {}),
             users=tuple((config.get("RegisteredUsers") or {}).keys()),
             storage_dir=Path(config.get("StorageDirectory", "OrthancStorage")),
+            sharing=dict(section.get("Sharing", {}) or {}),
         )
 
 
@@ -268,6 +271,12 @@ class Service:
             "lossless_encoder": lossless_encoder(self.transcode_policy),
             "counters": self.state.snapshot(),
             "uptime_seconds": round(time.time() - self.state.started, 1),
+            "sharing": {
+                "public": bool(self.settings.sharing.get("Public", False)),
+                "https": bool(self.settings.sharing.get("Https", False)),
+                "dicom_tls": bool(self.settings.sharing.get("DicomTls", False)),
+                "tls_fingerprint_sha256": self.settings.sharing.get("TlsFingerprint"),
+            },
         }
 
 
