@@ -403,6 +403,28 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
     output.AnswerBuffer(result, "application/json")
 
 
+def _on_modality(output: orthanc.RestOutput, uri: str, **request: object) -> None:
+    """``/modalities/{name}``: Orthanc's own entry, written back to network.json."""
+    if _service is None:
+        _answer(output, 503, b'{"error": "teachfile failed to start; see the Orthanc log"}')
+        return
+    try:
+        from teachfile.api import network as network_api
+
+        groups = list(request.get("groups") or []) or [uri.rsplit("/", 1)[-1]]
+        headers = dict(request.get("headers") or {})
+        req = rest.Request(str(request.get("method")), uri, {},
+                           bytes(request.get("body") or b""), basic_user(headers), _Api())
+        resp = network_api.modality(_service.settings.data_dir, req, str(groups[0]))
+        if resp.status == 405:
+            output.SendMethodNotAllowed(resp.body["allow"])
+            return
+        _answer(output, resp.status, resp.encode())
+    except Exception as exc:  # noqa: BLE001
+        _logger.error("modality handler failed: %s", type(exc).__name__)
+        _answer(output, 500, b'{"error": "internal error", "status": 500}')
+
+
 orthanc.RegisterReceivedInstanceCallback(_on_received)
 orthanc.RegisterIncomingCStoreInstanceFilter(_on_cstore)
 def _on_reset(output: orthanc.RestOutput, uri: str, **request: object) -> None:
@@ -453,6 +475,19 @@ _start_dicom_guard()
 if _service is not None:
     orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _releasing("rest_callback")(_on_teachfile_rest))
     orthanc.RegisterRestCallback("/instances", _releasing("rest_callback")(_on_instances))
+    orthanc.RegisterRestCallback("/modalities/([^/]+)", _releasing("rest_callback")(_on_modality))
+    _front = (_service.settings.sharing or {}).get("Front")
+    if _front:
+        try:
+            from teachfile.node.tlsfront import TlsFront
+
+            _inner = int(json.loads(orthanc.GetConfiguration()).get("HttpPort", 8042))
+            TlsFront(str(_front["Listen"]), int(_front["Port"]), _inner,
+                     Path(_front["Certificate"])).start()
+            _logger.info("teachfile: HTTPS on port %s (relayed to Orthanc on 127.0.0.1:%s)",
+                         _front["Port"], _inner)
+        except Exception as _exc:  # noqa: BLE001
+            orthanc.LogError(f"teachfile: cannot serve HTTPS: {_exc}")
     _logger.info("teachfile %s ready: profile %s, key %s, pid %d",
                  _service.versions["version"], _service.profile.name,
                  _service.key_fingerprint, os.getpid())

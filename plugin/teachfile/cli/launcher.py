@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..node import network as network_mod
 from ..node.keys import load_or_create_password
 from ..node.limits import answering_config
 
@@ -59,6 +60,24 @@ class NodeSettings:
     profile: str = "teaching"
     #: Merged last into the generated configuration (tests, advanced users).
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: $TEACHFILE_PUBLIC: remote clients may reach HTTP, over HTTPS only.
+    public: bool = False
+    #: $TEACHFILE_DICOM_TLS: the DICOM port speaks TLS only.
+    dicom_tls: bool = False
+    #: $TEACHFILE_TLS_CERT / $TEACHFILE_TLS_KEY (PEM); None: generated under data/tls/.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: $TEACHFILE_TLS_HOSTS: names and addresses colleagues use for this node (certificate).
+    tls_hosts: tuple[str, ...] = ()
+    #: $TEACHFILE_HTTPS: "front" (the plugin terminates TLS, default) or "orthanc" (SslEnabled,
+    #: for Orthanc builds whose own TLS works; Debian bookworm's 1.10.1 crashes with it).
+    https_mode: str = "front"
+    #: Orthanc's own HTTP port behind the HTTPS front (loopback only); None: picked at start.
+    http_internal_port: int | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.public or self.dicom_tls
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> NodeSettings:
@@ -73,6 +92,7 @@ class NodeSettings:
             http_port=_env_int(env, "TEACHFILE_HTTP_PORT", 8042),
             data_dir=Path(env.get("TEACHFILE_DATA") or REPO_DIR / "var").resolve(),
             profile=env.get("TEACHFILE_PROFILE", "teaching"),
+            **sharing_from_env(env),
         )
 
 
@@ -169,6 +189,72 @@ def python_plugin_options(lane: str | None = None) -> dict[str, Any]:
     return {}
 
 
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"${name} must be 1 or 0, not {raw!r}")
+
+
+def sharing_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings that share a node (TEACHFILE_PUBLIC, _DICOM_TLS, _TLS_CERT/_KEY/_HOSTS)."""
+    cert, key = env.get("TEACHFILE_TLS_CERT"), env.get("TEACHFILE_TLS_KEY")
+    hosts = tuple(h.strip() for h in env.get("TEACHFILE_TLS_HOSTS", "").split(",") if h.strip())
+    return {
+        "public": _env_flag(env, "TEACHFILE_PUBLIC"),
+        "dicom_tls": _env_flag(env, "TEACHFILE_DICOM_TLS"),
+        "tls_cert": Path(cert).resolve() if cert else None,
+        "tls_key": Path(key).resolve() if key else None,
+        "tls_hosts": hosts,
+        "https_mode": _https_mode(env),
+    }
+
+
+def _https_mode(env: Mapping[str, str]) -> str:
+    mode = env.get("TEACHFILE_HTTPS", "front") or "front"
+    if mode not in ("front", "orthanc"):
+        raise ConfigError("$TEACHFILE_HTTPS must be 'front' or 'orthanc'")
+    return mode
+
+
+def sharing_config(settings: NodeSettings, tls: Any | None) -> dict[str, Any]:
+    """HTTP exposure and TLS: what ``TEACHFILE_PUBLIC`` and ``TEACHFILE_DICOM_TLS`` change."""
+    out: dict[str, Any] = {}
+    front = None
+    if settings.public and settings.https_mode == "orthanc":
+        assert tls is not None
+        # Remote clients, and only over HTTPS: with SslEnabled the port speaks TLS only.
+        out.update(RemoteAccessAllowed=True, SslEnabled=True, SslCertificate=str(tls.https_pem),
+                   SslMinimumProtocolVersion=4)
+    elif settings.public:
+        assert tls is not None and settings.http_internal_port is not None
+        # The plugin listens on the public port with TLS (teachfile.node.tlsfront) and relays
+        # to Orthanc, which serves loopback only on an internal port.
+        out.update(RemoteAccessAllowed=False, HttpBindAddresses=["127.0.0.1"],
+                   HttpPort=settings.http_internal_port)
+        front = {"Listen": "0.0.0.0", "Port": settings.http_port,
+                 "Certificate": str(tls.https_pem)}
+    else:
+        # Orthanc >= 1.13 binds the listed addresses only; 1.10 ignores the option and still
+        # listens everywhere, but RemoteAccessAllowed false answers 403 to any non-loopback
+        # client before authentication.
+        out.update(RemoteAccessAllowed=False, HttpBindAddresses=["127.0.0.1"])
+    if settings.dicom_tls:
+        assert tls is not None
+        out.update(DicomTlsEnabled=True, DicomTlsCertificate=str(tls.cert),
+                   DicomTlsPrivateKey=str(tls.key),
+                   DicomTlsTrustedCertificates=str(tls.trusted),
+                   DicomTlsRemoteCertificateRequired=True)
+    out["Teachfile"] = {"Sharing": {
+        "Public": settings.public, "Https": settings.public, "DicomTls": settings.dicom_tls,
+        "TlsFingerprint": tls.fingerprint if tls is not None else None,
+        "Front": front,
+    }}
+    return out
+
+
 def plugin_paths() -> list[str]:
     missing = [p for p in PLUGIN_FILES if not on_lane(ORTHANC_PLUGINS / p).exists()]
     if missing:
@@ -179,7 +265,9 @@ def plugin_paths() -> list[str]:
     return [str(ORTHANC_PLUGINS / p) for p in PLUGIN_FILES]
 
 
-def build_config(settings: NodeSettings, password: str) -> dict[str, Any]:
+def build_config(settings: NodeSettings, password: str,
+                 network: network_mod.Network | None = None,
+                 tls: Any | None = None) -> dict[str, Any]:
     """The Orthanc configuration of a node; plain data, so tests can inspect it."""
     data = settings.data_dir
     config: dict[str, Any] = {
@@ -214,6 +302,9 @@ def build_config(settings: NodeSettings, password: str) -> dict[str, Any]:
             "DataDirectory": str(data),
         },
     }
+    config = _merge(config, sharing_config(settings, tls))
+    if network is not None:
+        config = network_mod.merge_into(config, network)
     return _merge(config, settings.extra)
 
 
@@ -233,6 +324,7 @@ class Prepared:
     password: str
     password_generated: bool
     config: dict[str, Any]
+    tls: Any | None = None
 
 
 def prepare(settings: NodeSettings, env: Mapping[str, str] | None = None) -> Prepared:
@@ -241,14 +333,28 @@ def prepare(settings: NodeSettings, env: Mapping[str, str] | None = None) -> Pre
     data.mkdir(parents=True, exist_ok=True)
     os.chmod(data, 0o700)
     password, generated = load_or_create_password(data / "admin-password", env)
-    config = build_config(settings, password)
+    network = network_mod.load(network_mod.network_path(data))
+    tls = None
+    if settings.public and settings.https_mode == "front" and not settings.http_internal_port:
+        import dataclasses
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            settings = dataclasses.replace(settings, http_internal_port=s.getsockname()[1])
+    if settings.tls:
+        from ..node.tls import default_hosts, ensure_node_tls
+
+        tls = ensure_node_tls(data, settings.aet, default_hosts(settings.tls_hosts),
+                              settings.tls_cert, settings.tls_key)
+    config = build_config(settings, password, network, tls)
     path = data / "orthanc.json"
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
-    return Prepared(path, password, generated, config)
+    return Prepared(path, password, generated, config, tls)
 
 
 def python_path() -> str:
@@ -305,8 +411,14 @@ def orthanc_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 def banner(settings: NodeSettings, prepared: Prepared) -> str:
     lines = [
         "Teaching-file node",
-        f"  HTTP   http://localhost:{settings.http_port}/  (status: /teachfile/status)",
-        f"  DICOM  AET {settings.aet}, port {settings.dicom_port}",
+        (f"  HTTPS  https://{_public_host(settings)}:{settings.http_port}/  (status: "
+         "/teachfile/status; open to other computers)" if settings.public else
+         f"  HTTP   http://localhost:{settings.http_port}/  (status: /teachfile/status; "
+         "this computer only)"),
+        f"  DICOM  AET {settings.aet}, port {settings.dicom_port}"
+        + (" (TLS only)" if settings.dicom_tls else ""),
+        *([f"  TLS    certificate SHA-256 {prepared.tls.fingerprint}"]
+          if prepared.tls is not None else []),
         f"  data   {settings.data_dir}",
         "  login  user admin, password "
         + (
@@ -318,6 +430,12 @@ def banner(settings: NodeSettings, prepared: Prepared) -> str:
         "  stop   Ctrl-C",
     ]
     return "\n".join(lines)
+
+
+def _public_host(settings: NodeSettings) -> str:
+    import socket
+
+    return settings.tls_hosts[0] if settings.tls_hosts else socket.getfqdn()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -335,7 +453,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="start a teaching-file node in the foreground",
                        description="Start a teaching-file node in the foreground. Settings come "
                        "from TEACHFILE_AET, TEACHFILE_DICOM_PORT, TEACHFILE_HTTP_PORT, "
-                       "TEACHFILE_DATA, TEACHFILE_PROFILE and TEACHFILE_ADMIN_PASSWORD.")
+                       "TEACHFILE_DATA, TEACHFILE_PROFILE, TEACHFILE_ADMIN_PASSWORD, "
+                       "TEACHFILE_PUBLIC, TEACHFILE_DICOM_TLS, TEACHFILE_TLS_CERT, "
+                       "TEACHFILE_TLS_KEY and TEACHFILE_TLS_HOSTS.")
     p.add_argument("--verbose", action="store_true", help="Orthanc's verbose log")
     p.set_defaults(func=run)
 

@@ -26,7 +26,8 @@ $TEACHFILE_PASSWORD). Exit codes: 0 done, 1 failed (the message says why), 2 usa
 
 #: Modules that contribute subcommands; each has ``register(subparsers) -> None``.
 _COMMAND_MODULES = ("teachfile.cli.launcher", "teachfile.roster.cli", "teachfile.cli.cases",
-                    "teachfile.cli.explain")
+                    "teachfile.cli.explain", "teachfile.cli.network", "teachfile.cli.invite",
+                    "teachfile.cli.service")
 
 
 def build_parser() -> argparse.ArgumentParser:

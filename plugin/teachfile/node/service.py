@@ -80,6 +80,8 @@ class Settings:
     #: Where case records live (see :mod:`teachfile.node.records`); None: ``teachfile-cases``
     #: in the storage directory, which every replica shares.
     case_dir: Path | None = None
+    #: ``Teachfile.Sharing`` as the launcher wrote it: public/HTTPS, DICOM TLS, fingerprint.
+    sharing: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_orthanc_config(cls, config: Mapping[str, Any],
@@ -111,6 +113,7 @@ class Settings:
             users=tuple((config.get("RegisteredUsers") or {}).keys()),
             storage_dir=Path(config.get("StorageDirectory", "OrthancStorage")),
             case_dir=Path(section["CaseDirectory"]) if section.get("CaseDirectory") else None,
+            sharing=dict(section.get("Sharing", {}) or {}),
         )
 
 
@@ -276,6 +279,12 @@ class Service:
             "lossless_encoder": lossless_encoder(self.transcode_policy),
             "counters": self.state.snapshot(),
             "uptime_seconds": round(time.time() - self.state.started, 1),
+            "sharing": {
+                "public": bool(self.settings.sharing.get("Public", False)),
+                "https": bool(self.settings.sharing.get("Https", False)),
+                "dicom_tls": bool(self.settings.sharing.get("DicomTls", False)),
+                "tls_fingerprint_sha256": self.settings.sharing.get("TlsFingerprint"),
+            },
         }
 
 
