@@ -206,6 +206,33 @@ def _on_teachfile_rest(output: orthanc.RestOutput, uri: str, **request: object) 
         _answer(output, 500, b'{"error": "internal error", "status": 500}')
 
 
+def _on_portal_rest(output: orthanc.RestOutput, uri: str, **request: object) -> None:
+    """The portal's page, scripts and images: like :func:`_on_teachfile_rest`, but an answer
+    may be bytes of any content type (``teachfile.api.portal.Blob``)."""
+    if _service is None:
+        _answer(output, 503, b'{"error": "teachfile failed to start; see the Orthanc log"}')
+        return
+    try:
+        _versions()
+        headers = dict(request.get("headers") or {})
+        req = rest.Request(str(request.get("method")), uri, dict(request.get("get") or {}),
+                           bytes(request.get("body") or b""), basic_user(headers), _Api())
+        resp = rest.dispatch(_service, req)
+        if resp.status == 405:
+            output.SendMethodNotAllowed(resp.body["allow"])
+            return
+        ctype = getattr(resp, "content_type", None)
+        if ctype is None or resp.status != 200:
+            _answer(output, resp.status, resp.encode())
+            return
+        for name, value in getattr(resp, "headers", ()):
+            output.SetHttpHeader(name, value)
+        output.AnswerBuffer(resp.encode(), ctype)
+    except Exception as exc:  # noqa: BLE001
+        _logger.error("portal handler failed: %s", type(exc).__name__)
+        _answer(output, 500, b'{"error": "internal error", "status": 500}')
+
+
 def _error_code(exc: Exception) -> int | None:
     """Orthanc's error code from an ``orthanc.OrthancException`` (its first argument)."""
     try:
@@ -257,6 +284,8 @@ orthanc.RegisterOnStoredInstanceCallback(_on_stored)
 orthanc.RegisterIncomingHttpRequestFilter(_on_http_request)
 threading.Thread(target=_delete_worker, name="teachfile-guard", daemon=True).start()
 if _service is not None:
+    # Before the generic /teachfile route: Orthanc answers with the first registered match.
+    orthanc.RegisterRestCallback("/teachfile/(ui|portal)(/.*)?", _on_portal_rest)
     orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _on_teachfile_rest)
     orthanc.RegisterRestCallback("/instances", _on_instances)
     _logger.info("teachfile %s ready: profile %s, key %s, pid %d",

@@ -43,6 +43,10 @@ _CONTRIBUTOR_WRITES = tuple((m, re.compile(p)) for m, p in (
     ("POST", r"^/dicom-web/studies(/[^/]+)?$"),
     ("PUT", r"^/teachfile/cases/[^/]+$"),
     ("POST", r"^/teachfile/cases/[^/]+/send$"),
+    # The portal: author a case, edit conference lists, retrieve a remote case.
+    ("PUT", r"^/teachfile/portal/cases/[^/]+$"),
+    ("PUT", r"^/teachfile/portal/conferences$"),
+    ("POST", r"^/teachfile/portal/retrieve$"),
 ))
 
 
