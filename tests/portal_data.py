@@ -5,6 +5,7 @@ windowing visibly change the picture."""
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import numpy as np
 import pydicom
@@ -23,7 +24,8 @@ def ct_stack(n: int, size: int = 128, seed: str = "portal", description: str = "
     for i in range(n):
         ds = copy.deepcopy(base)
         ds.PatientName = patient
-        ds.PatientID = seed.upper()[:16]
+        # Not the seed itself: the profile scrubs the patient ID out of descriptions.
+        ds.PatientID = "P" + hashlib.sha256(seed.encode()).hexdigest()[:12]
         ds.StudyInstanceUID = study
         ds.SeriesInstanceUID = series
         ds.SOPInstanceUID = generate_uid(entropy_srcs=[seed, "instance", str(i)])

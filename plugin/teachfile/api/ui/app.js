@@ -212,7 +212,11 @@ async function showCase(study, params) {
   };
   let currentSeries = params.get('series') || (data.series_list.find((s) => s.viewable) || {}).series;
   viewer = new StackViewer(document.getElementById('viewer'), {
-    onFrame: (i) => { setHash(`case/${study}`, { ...Object.fromEntries(params), series: currentSeries, frame: i }); keystate(); },
+    onFrame: (i) => {
+      const here = parseHash();
+      setHash(here.parts.map(encodeURIComponent).join('/'), { ...Object.fromEntries(here.params), series: currentSeries, frame: i });
+      keystate();
+    },
   });
   const openSeries = async (sid, frame) => {
     currentSeries = sid;
@@ -430,10 +434,15 @@ async function route() {
 }
 
 let lastRoute = '';
+// What makes a new page: the path and the parameters, except the viewer's position.
+function routeKey() {
+  const { parts, params } = parseHash();
+  params.delete('series'); params.delete('frame');
+  return `${parts.join('/')}?${params}`;
+}
 window.addEventListener('hashchange', () => {
   // A frame change rewrites the fragment without a new page: only a new path re-renders.
-  const { parts, params } = parseHash();
-  const key = parts.join('/') + (parts[0] === 'case' ? `?${params.get('unknown') || ''}` : `?${params}`);
+  const key = routeKey();
   if (key === lastRoute) return;
   lastRoute = key;
   route();
@@ -443,7 +452,6 @@ window.addEventListener('hashchange', () => {
   me = await api(`${API}/me`).catch(() => me);
   document.getElementById('whoami').textContent = `${me.user || ''} · ${me.role}`;
   document.getElementById('nav-admin').hidden = !me.may_admin;
-  const { parts, params } = parseHash();
-  lastRoute = parts.join('/') + (parts[0] === 'case' ? `?${params.get('unknown') || ''}` : `?${params}`);
+  lastRoute = routeKey();
   route();
 })();
