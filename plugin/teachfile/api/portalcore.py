@@ -130,8 +130,9 @@ _WARNINGS = (
         r"\b\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{2,4}\b",
         re.I)),
     ("long-number", re.compile(r"\b\d{6,}\b")),
-    ("honorific", re.compile(r"\b(mr|mrs|ms|miss|dr|prof|herr|frau|mme|mlle|sr|sra)\.?\s+"
-                             r"[A-Z][a-z]+", re.I)),
+    # The honorific in either case, the name capitalised: "Dr Smith", not "dr sign absent".
+    ("honorific", re.compile(r"\b(?:[Mm]rs?|[Mm]s|[Mm]iss|[Dd]r|[Pp]rof|[Hh]err|[Ff]rau|"
+                             r"[Mm]me|[Mm]lle|[Ss]ra?)\.?\s+[A-Z][a-z]+")),
 )
 
 

@@ -41,7 +41,7 @@ const ID_PATTERNS = [
   ['a date', /\b(\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}[./-]\d{1,2}[./-]\d{1,2}|(19|20)\d{6})\b/],
   ['a date', /\b\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{2,4}\b/i],
   ['a long number', /\b\d{6,}\b/],
-  ['a name after an honorific', /\b(mr|mrs|ms|miss|dr|prof|herr|frau|mme|mlle|sr|sra)\.?\s+[A-Z][a-z]+/i],
+  ['a name after an honorific', /\b(?:[Mm]rs?|[Mm]s|[Mm]iss|[Dd]r|[Pp]rof|[Hh]err|[Ff]rau|[Mm]me|[Mm]lle|[Ss]ra?)\.?\s+[A-Z][a-z]+/],
 ];
 export function identifierHints(text) {
   return [...new Set(ID_PATTERNS.filter(([, re]) => re.test(text)).map(([k]) => k))];
