@@ -119,9 +119,33 @@ def _delete_worker() -> None:
                 time.sleep(0.5 * (attempt + 1))
 
 
+# Case records that arrive as DICOM (IHE TCE objects) are indexed by a worker thread too.
+_to_import: queue.Queue[tuple[str, int]] = queue.Queue()
+_RECORD_MARK = b"TEACHFILE RECORD"
+
+
+def _import_worker() -> None:
+    from teachfile.api import portal
+
+    while True:
+        instance_id, attempt = _to_import.get()
+        try:
+            if _service is not None:
+                done = portal.import_record(_service, _Api(), instance_id)
+                if done == "retry" and attempt < 30:
+                    # A KOS may arrive before the images it marks: look again shortly.
+                    threading.Timer(1.0, _to_import.put, ((instance_id, attempt + 1),)).start()
+                _logger.info("teachfile: case record object %s", done)
+        except Exception as exc:  # noqa: BLE001
+            _logger.warning("teachfile: could not index a case record: %s", type(exc).__name__)
+
+
 def _on_stored(instance: orthanc.DicomInstance, instance_id: str) -> None:
     try:
-        if _service is not None and _service.verify_stored(instance.GetInstanceData()):
+        data = instance.GetInstanceData()
+        if _service is not None and _service.verify_stored(data):
+            if _RECORD_MARK in data:
+                _to_import.put((instance_id, 0))
             return
         reason = "unsealed"
     except BaseException:  # noqa: BLE001
@@ -283,6 +307,7 @@ orthanc.RegisterIncomingCStoreInstanceFilter(_on_cstore)
 orthanc.RegisterOnStoredInstanceCallback(_on_stored)
 orthanc.RegisterIncomingHttpRequestFilter(_on_http_request)
 threading.Thread(target=_delete_worker, name="teachfile-guard", daemon=True).start()
+threading.Thread(target=_import_worker, name="teachfile-records", daemon=True).start()
 if _service is not None:
     # Before the generic /teachfile route: Orthanc answers with the first registered match.
     orthanc.RegisterRestCallback("/teachfile/(ui|portal)(/.*)?", _on_portal_rest)

@@ -171,3 +171,71 @@ def test_static_files_stay_inside_the_portal(pnode: Node, tmp_path: Path) -> Non
         assert pnode.get(bad).status_code in (400, 404)
     page = pnode.get("/teachfile/ui/")
     assert page.headers["Content-Type"].startswith("text/html") and b"app.js" in page.content
+
+
+def test_the_record_travels_as_dicom_and_is_searchable_on_the_receiving_node(
+        node_factory: Any) -> None:
+    from harness import free_port
+
+    key = {"TEACHFILE_KEY": "6b" * 32}  # a department's nodes share the key
+    ports = {"A": (free_port(), free_port()), "B": (free_port(), free_port())}
+    mods = {"nodea": ["NODE_A", "127.0.0.1", ports["A"][0]],
+            "nodeb": ["NODE_B", "127.0.0.1", ports["B"][0]]}
+    extra = {"DicomModalities": mods, "RegisteredUsers": USERS,
+             "Teachfile": {"Roles": ROLES}}
+    a = node_factory(aet="NODE_A", dicom_port=ports["A"][0], http_port=ports["A"][1], env=key,
+                     password=USERS["admin"], extra_config=extra)
+    b = node_factory(aet="NODE_B", dicom_port=ports["B"][0], http_port=ports["B"][1], env=key,
+                     password=USERS["admin"], extra_config=extra)
+    for ds in ct_stack(3, seed="travel", description="Pneumoperitoneum"):
+        assert upload_rest(a, to_bytes(ds)).status_code == 200
+    study = a.get("/studies").json()[0]
+    first = a.get(f"/studies/{study}/instances").json()[0]["ID"]
+    saved = _as(a, "carl", "PUT", f"/teachfile/portal/cases/{study}", json={
+        "keywords": ["abdomen", "free air"], "diagnosis": "Perforated duodenal ulcer",
+        "findings": "Rigler sign", "key_images": [first]})
+    assert saved.status_code == 200 and saved.json()["dicom_record"] == "written"
+    series = a.get(f"/studies/{study}/series").json()
+    assert sorted(s["MainDicomTags"]["Modality"] for s in series) == ["CT", "KO", "SR"]
+    sr_series = next(s for s in series if s["MainDicomTags"]["Modality"] == "SR")
+    sr = pydicom_read(a, sr_series["Instances"][0])
+    texts = [str(item.TextValue) for item in sr.ContentSequence]
+    assert "Perforated duodenal ulcer" in texts  # kept, not de-identified
+    # A second save replaces the record objects instead of piling them up.
+    assert a.put(f"/teachfile/portal/cases/{study}",
+                 json={"discussion": "Free air under the diaphragm"}).status_code == 200
+    series = a.get(f"/studies/{study}/series").json()
+    assert sum(len(s["Instances"]) for s in series
+               if s["MainDicomTags"]["Modality"] in ("KO", "SR")) == 2
+    # Send the case to B: B indexes the record.
+    job = a.post(f"/teachfile/cases/{study}/send", json={"target": "nodeb"}).json()["job"]
+    _wait(lambda: a.get(f"/jobs/{job}").json()["State"] == "Success")
+    _wait(lambda: b.get("/teachfile/search",
+                        params={"q": "duodenal", "timeout": "2"}).json()["count"] >= 1)
+    hit = b.get("/teachfile/search", params={"q": "duodenal", "timeout": "2"}).json()
+    assert any(r["local_study"] for r in hit["results"])
+    lib = b.get("/teachfile/portal/library", params={"q": "rigler"}).json()
+    assert lib["total"] == 1
+    record = lib["cases"][0]["record"]
+    assert record["keywords"] == ["abdomen", "free air"]
+    assert record["discussion"] == "Free air under the diaphragm"
+    b_study = lib["cases"][0]["study"]
+    _wait(lambda: b.get(f"/teachfile/portal/cases/{b_study}").json()["record"]["key_images"]
+          == [first])
+
+
+def pydicom_read(node: Node, instance: str) -> Any:
+    import pydicom
+
+    return pydicom.dcmread(io.BytesIO(node.instance_bytes(instance)))
+
+
+def _wait(cond: Any, timeout: float = 30.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.3)
+    raise AssertionError("condition not met in time")

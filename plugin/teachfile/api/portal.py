@@ -13,6 +13,7 @@ drag re-renders without a round trip and a scrolled stack is drawn from memory.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -23,7 +24,7 @@ from importlib import resources
 from typing import Any
 
 from ..node.service import Service
-from . import cases
+from . import cases, tce
 from .portalcore import (
     HIDDEN_FIELDS,
     CaseSummary,
@@ -40,6 +41,8 @@ from .portalcore import (
     validate_lists,
 )
 from .types import OrthancApi, Request, Response, error
+
+log = logging.getLogger("teachfile.portal")
 
 #: Orthanc metadata index of the portal's template extras (beside the case record's 4601).
 EXTRAS_METADATA = "4602"
@@ -203,9 +206,12 @@ def summarize(api: OrthancApi, study: str, info: Mapping[str, Any] | None = None
         biggest = max(images, key=lambda s: len(s.get("Instances", [])))
         inst = sorted(biggest.get("Instances", []))
         thumb = inst[len(inst) // 2] if inst else None
+    # The record's own KOS and SR are not images of the case.
     return CaseSummary(study, tags.get("StudyInstanceUID", ""), tags.get("StudyDescription", ""),
-                       tags.get("StudyDate", ""), tuple(modalities), tuple(bodies), len(series),
-                       sum(len(s.get("Instances", [])) for s in series), thumb, record)
+                       tags.get("StudyDate", ""), tuple(m for m in modalities
+                                                        if m not in ("KO", "SR")),
+                       tuple(bodies), len(images),
+                       sum(len(s.get("Instances", [])) for s in images), thumb, record)
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -301,11 +307,117 @@ def put_case(service: Service, req: Request, study: str) -> Response:
     api.put(f"/studies/{study}/metadata/{EXTRAS_METADATA}",
             json.dumps(extras.as_json()).encode())
     LIBRARY.invalidate(study)
+    record_error = None
+    try:
+        write_record_objects(service, api, study, summarize(api, study).record, extras.updated)
+    except Exception as exc:  # noqa: BLE001 - the record is saved; its DICOM copy is not
+        record_error = type(exc).__name__
+        log.warning("the case record of a study could not be written as DICOM: %s",
+                    record_error)
+    LIBRARY.invalidate(study)
     out = get_case(service, Request("GET", req.path, {}, b"", req.user, api), study)
     if out.status == 200:
         out.body["warnings"] = identifier_warnings(
             {k: v for k, v in body.items() if k != "key_images"})
+        out.body["dicom_record"] = "written" if record_error is None else "failed"
     return out
+
+
+# -- the record as DICOM (IHE TCE) ---------------------------------------------------------------
+
+
+def _record_series(api: OrthancApi, study: str) -> list[dict[str, Any]]:
+    return [s for s in _json(api.get(f"/studies/{study}/series")) or []
+            if s.get("MainDicomTags", {}).get("SeriesDescription") in (
+                tce.RECORD_SERIES_DESCRIPTION, tce.KOS_SERIES_DESCRIPTION)
+            and s.get("MainDicomTags", {}).get("Modality") in ("SR", "KO")]
+
+
+def write_record_objects(service: Service, api: OrthancApi, study: str,
+                         record: Mapping[str, Any], version: str) -> list[str]:
+    """Write the record as a KOS and an SR into the study, then drop older versions."""
+    import io
+
+    import pydicom
+
+    old = {i for s in _record_series(api, study) for i in s.get("Instances", [])}
+    images = [i for i in _json(api.get(f"/studies/{study}/instances")) or [] if i["ID"] not in old]
+    if not images:
+        raise RuntimeError("the study has no instance to take its identifiers from")
+    template = pydicom.dcmread(io.BytesIO(api.get(f"/instances/{images[0]['ID']}/file")),
+                               stop_before_pixels=True)
+    keys = []
+    for iid in record.get("key_images", []):
+        try:
+            tags = _json(api.get(f"/instances/{iid}/simplified-tags")) or {}
+        except Exception:  # noqa: BLE001 - a key image deleted since
+            continue
+        keys.append((str(tags.get("SeriesInstanceUID", "")), str(tags.get("SOPClassUID", "")),
+                     str(tags.get("SOPInstanceUID", ""))))
+    kos, sr = tce.build_record(template, record, keys, service.pseudonymizer, version)
+    new = []
+    for ds in (kos, sr):
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        answer = _json(api.post("/instances", buf.getvalue())) or {}
+        new.append(str(answer.get("ID", "")))
+    for iid in old - set(new):
+        api.delete(f"/instances/{iid}")
+    return new
+
+
+def import_record(service: Service, api: OrthancApi, instance: str) -> str:
+    """Index a record object that arrived (a send from another node, a restored backup): its
+    fields become this node's case record unless the node holds the same or a newer one.
+    Returns what was done, for the log (no data)."""
+    import io
+
+    import pydicom
+
+    from ..reception.record import is_own_record, record_updated
+
+    ds = pydicom.dcmread(io.BytesIO(api.get(f"/instances/{instance}/file")))
+    if not is_own_record(ds, service.pseudonymizer):
+        return "not-a-record"
+    version = record_updated(ds)
+    study = str((_json(api.get(f"/instances/{instance}/study")) or {}).get("ID", ""))
+    current = read_extras(api, study)
+    fields = tce.read_manifest(ds)
+    if fields is not None:
+        if current.updated and current.updated >= version:
+            return "up-to-date"
+        body = {k: fields.get(k, "") for k in ("title", "keywords", "diagnosis", "notes")}
+        body = {k: v for k, v in body.items() if v}
+        if body:
+            resp = cases.put_case(service, Request("PUT", f"/teachfile/cases/{study}", {},
+                                                   json.dumps(body).encode(), None, api), study)
+            if resp.status != 200:
+                return "record-refused"
+        merged = {**current.as_json(), **{k: fields.get(k, "") for k in
+                                          ("history", "findings", "differential", "discussion",
+                                           "references", "author")}}
+        merged["updated"] = version
+        merged["created"] = current.created or version
+        api.put(f"/studies/{study}/metadata/{EXTRAS_METADATA}", json.dumps(merged).encode())
+        LIBRARY.invalidate(study)
+        return "imported"
+    uids = tce.key_image_uids(ds)
+    if current.updated and current.updated > version:
+        return "up-to-date"
+    ids = []
+    for uid in uids:
+        found = [f["ID"] for f in _json(api.post("/tools/lookup", uid.encode())) or []
+                 if f.get("Type") == "Instance"]
+        if not found:
+            return "retry"  # the key image itself has not arrived yet
+        ids += found
+    if ids and list(current.key_images) != ids:
+        extras = current.as_json()
+        extras["key_images"] = ids  # "updated" stays: the SR's fields may still be due
+        api.put(f"/studies/{study}/metadata/{EXTRAS_METADATA}", json.dumps(extras).encode())
+        LIBRARY.invalidate(study)
+        return "key-images-imported"
+    return "up-to-date"
 
 
 def series(service: Service, req: Request, series_id: str) -> Response:
