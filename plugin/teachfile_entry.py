@@ -267,10 +267,34 @@ def _delete_worker() -> None:
                 time.sleep(0.5 * (attempt + 1))
 
 
+# Case records that arrive as DICOM (IHE TCE objects) are indexed by a worker thread too.
+_to_import: queue.Queue[tuple[str, int]] = queue.Queue()
+_RECORD_MARK = b"TEACHFILE RECORD"
+
+
+def _import_worker() -> None:
+    from teachfile.api import portal
+
+    while True:
+        instance_id, attempt = _to_import.get()
+        try:
+            if _service is not None:
+                done = portal.import_record(_service, _Api(), instance_id)
+                if done == "retry" and attempt < 30:
+                    # A KOS may arrive before the images it marks: look again shortly.
+                    threading.Timer(1.0, _to_import.put, ((instance_id, attempt + 1),)).start()
+                _logger.info("teachfile: case record object %s", done)
+        except Exception as exc:  # noqa: BLE001
+            _logger.warning("teachfile: could not index a case record: %s", type(exc).__name__)
+
+
 @_full_stack()
 def _on_stored(instance: orthanc.DicomInstance, instance_id: str) -> None:
     try:
-        if _service is not None and _service.verify_stored(instance.GetInstanceData()):
+        data = instance.GetInstanceData()
+        if _service is not None and _service.verify_stored(data):
+            if _RECORD_MARK in data:
+                _to_import.put((instance_id, 0))
             return
         reason = "unsealed"
     except BaseException:  # noqa: BLE001
@@ -354,6 +378,33 @@ def _on_teachfile_rest(output: orthanc.RestOutput, uri: str, **request: object) 
         _answer(output, resp.status, resp.encode())
     except Exception as exc:  # noqa: BLE001
         _logger.error("REST handler failed: %s", type(exc).__name__)
+        _answer(output, 500, b'{"error": "internal error", "status": 500}')
+
+
+def _on_portal_rest(output: orthanc.RestOutput, uri: str, **request: object) -> None:
+    """The portal's page, scripts and images: like :func:`_on_teachfile_rest`, but an answer
+    may be bytes of any content type (``teachfile.api.portal.Blob``)."""
+    if _service is None:
+        _answer(output, 503, b'{"error": "teachfile failed to start; see the Orthanc log"}')
+        return
+    try:
+        _versions()
+        headers = dict(request.get("headers") or {})
+        req = rest.Request(str(request.get("method")), uri, dict(request.get("get") or {}),
+                           bytes(request.get("body") or b""), basic_user(headers), _Api())
+        resp = rest.dispatch(_service, req)
+        if resp.status == 405:
+            output.SendMethodNotAllowed(resp.body["allow"])
+            return
+        ctype = getattr(resp, "content_type", None)
+        if ctype is None or resp.status != 200:
+            _answer(output, resp.status, resp.encode())
+            return
+        for name, value in getattr(resp, "headers", ()):
+            output.SetHttpHeader(name, value)
+        output.AnswerBuffer(resp.encode(), ctype)
+    except Exception as exc:  # noqa: BLE001
+        _logger.error("portal handler failed: %s", type(exc).__name__)
         _answer(output, 500, b'{"error": "internal error", "status": 500}')
 
 
@@ -472,7 +523,11 @@ def _start_dicom_guard() -> None:
 
 
 _start_dicom_guard()
+threading.Thread(target=_import_worker, name="teachfile-records", daemon=True).start()
 if _service is not None:
+    # Before the generic /teachfile route: Orthanc answers with the first registered match.
+    orthanc.RegisterRestCallback("/teachfile/(ui|portal)(/.*)?",
+                                 _releasing("rest_callback")(_on_portal_rest))
     orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _releasing("rest_callback")(_on_teachfile_rest))
     orthanc.RegisterRestCallback("/instances", _releasing("rest_callback")(_on_instances))
     orthanc.RegisterRestCallback("/modalities/([^/]+)", _releasing("rest_callback")(_on_modality))

@@ -101,7 +101,9 @@ def test_every_endpoint_answers_as_documented(rnode: Node) -> None:
         seen.add((path, method))
         unauth = requests.request(method.upper(), rnode.url + path, timeout=10)
         assert unauth.status_code == 401
-    documented = {(p, m) for p, ops in doc["paths"].items() for m in ops}
+    # The portal's endpoints are called and validated in test_portal_api.py.
+    documented = {(p, m) for p, ops in doc["paths"].items() for m in ops
+                  if not p.startswith(("/teachfile/portal", "/teachfile/ui"))}
     assert documented <= seen, documented - seen
     st = rnode.status()
     assert st["counters"]["refused_by_reason"] == {"parse-error": 1}

@@ -19,7 +19,7 @@ from ..node.service import Service
 from ..reception.audit import Finding, audit_dataset
 from ..reception.explain import explain
 from ..reception.ocr import ocr_available, residual_text
-from . import cases
+from . import cases, portal
 from .types import Request, Response, error
 
 
@@ -185,6 +185,8 @@ def _method_not_allowed(req: Request, allow: str) -> Response:
 
 
 def dispatch(service: Service, req: Request) -> Response:
+    if req.path.startswith(portal.PREFIXES):
+        return portal.dispatch(service, req)
     path = req.path.rstrip("/")
     route = _ROUTES.get(path)
     if route is not None:

@@ -45,6 +45,10 @@ _CONTRIBUTOR_WRITES = tuple((m, re.compile(p)) for m, p in (
     ("PUT", r"^/teachfile/cases/[^/]+$"),
     ("POST", r"^/teachfile/cases/[^/]+/send$"),
     ("POST", r"^/teachfile/explain$"),
+    # The portal: author a case, edit conference lists, retrieve a remote case.
+    ("PUT", r"^/teachfile/portal/cases/[^/]+$"),
+    ("PUT", r"^/teachfile/portal/conferences$"),
+    ("POST", r"^/teachfile/portal/retrieve$"),
 ))
 
 

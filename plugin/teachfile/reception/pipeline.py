@@ -18,7 +18,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ..errors import Refusal, safe_detail
-from . import check, pixels, seal
+from . import check, pixels, record, seal
 from .deid import Deidentifier
 from .transcode import TranscodePolicy, transcode
 
@@ -81,6 +81,10 @@ class Reception:
                 raise Refusal("forced-failure")
             if self.force_failure == "exception":
                 raise RuntimeError("forced internal failure (test switch)")
+            if record.is_own_record(ds, self.pseudonymizer):
+                # A case record this node wrote, unchanged: every byte is already its output.
+                return Decision(True, data=raw, uid_hash=uid_hash,
+                                transcode_reason="own-record")
             # Burned-in text is judged on the original header (de-identification removes some
             # of the attributes pixel rules match on), cleaned after de-identification.
             plan = pixels.assess(ds, self.pixel_policy) if self.pixel_policy else None
