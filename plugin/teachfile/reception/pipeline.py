@@ -76,7 +76,7 @@ class Reception:
                 ds = pixels.apply(ds, plan)
             sealed_uid = ds.SOPInstanceUID  # de-identification sealed the instance
             outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid,
-                                verifier=self.verifier)
+                                verifier=self.verifier, consume=True)
             ds = outcome.ds
             if ds.SOPInstanceUID != sealed_uid:  # lossy: a new instance, sealed anew
                 seal.seal(ds, self.pseudonymizer)

@@ -222,3 +222,26 @@ def test_header_reader() -> None:
     data = openjpeg.encode_lossless(rgb, 8, False, True)
     assert codestream.matches(data, 8, 8, 3, 8, False, True, True)
     assert not codestream.matches(data, 8, 8, 3, 8, False, False, True)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_implicit.dcm",
+                                  "MR_small_bigendian.dcm", "SC_rgb_rle_16bit_2frame.dcm"])
+def test_consume_gives_the_same_bytes_as_a_copy(name: str) -> None:
+    """The pipeline lets transcode reuse its input; the stored bytes must not change."""
+    import io
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"{name} not available")
+    out = []
+    for consume in (False, True):
+        ds = pydicom.dcmread(path)
+        res = transcode(ds, policy(), fake_uid, consume=consume)
+        assert res.status == "transcoded"
+        buf = io.BytesIO()
+        res.ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    assert out[0] == out[1]
