@@ -378,6 +378,13 @@ class Verifier:
                 while len(self._proven) > self.capacity:
                     self._proven.popitem(last=False)
 
+    def status(self) -> dict[str, object]:
+        """For /teachfile/status: the mode and how many results were checked which way."""
+        with self._lock:
+            return {"mode": self.mode, "sample_rate": self.rate, "checked": dict(self.counts),
+                    "proven_formats": len(self._proven),
+                    "distrusted_formats": len(self._distrusted)}
+
     def failed(self, key: tuple[object, ...]) -> None:
         with self._lock:
             self.counts["failed"] += 1
