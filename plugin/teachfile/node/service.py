@@ -277,6 +277,7 @@ class Service:
             "key_fingerprint": self.key_fingerprint,
             "key_check": self.key_check.as_json() if self.key_check else None,
             "lossless_encoder": lossless_encoder(self.transcode_policy),
+            "verification": self.reception.verifier.status(),
             "counters": self.state.snapshot(),
             "uptime_seconds": round(time.time() - self.state.started, 1),
             "sharing": {

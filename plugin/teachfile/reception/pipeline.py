@@ -20,7 +20,7 @@ from pydicom.errors import InvalidDicomError
 from ..errors import Refusal, safe_detail
 from . import check, pixels, record, seal
 from .deid import Deidentifier
-from .transcode import TranscodePolicy, transcode
+from .transcode import TranscodePolicy, Verifier, transcode
 
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -56,6 +56,8 @@ class Reception:
         self.deidentifier = deidentifier
         self.pseudonymizer = deidentifier.pseudonymizer
         self.policy = policy
+        #: Which pixel formats were proven lossless (``transcoding.verification``).
+        self.verifier = Verifier(policy)
         self.pixel_policy = pixel_policy
         #: Test-only switch: "refusal" or "exception" after parsing, to prove fail-closed paths.
         self.force_failure = force_failure
@@ -96,7 +98,8 @@ class Reception:
             if plan is not None and plan.action == "clean":
                 ds = pixels.apply(ds, plan)
             sealed_uid = ds.SOPInstanceUID  # de-identification sealed the instance
-            outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid)
+            outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid,
+                                verifier=self.verifier, consume=True)
             ds = outcome.ds
             if ds.SOPInstanceUID != sealed_uid:  # lossy: a new instance, sealed anew
                 seal.seal(ds, self.pseudonymizer)
