@@ -16,11 +16,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "plugin" / "teachfile"
 ENTRY = PACKAGE.parent / "teachfile_entry.py"
 
 #: Which rooms a room may import from (besides itself and the package's top-level modules).
+#: The roster renders node configurations, so it shares the node's Orthanc limits.
 ALLOWED = {
     "reception": set(),
     "node": {"reception"},
     "api": {"reception", "node"},
-    "roster": set(),
+    "roster": {"node"},
     "cli": {"reception", "node", "api", "roster"},
 }
 

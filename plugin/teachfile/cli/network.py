@@ -343,11 +343,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--password-stdin", action="store_true")
     _data_arg(p)
     p.set_defaults(func=_peers_add)
-    p = pe.add_parser("remove")
+    p = pe.add_parser("remove", help="remove a peer")
     p.add_argument("name")
     _data_arg(p)
     p.set_defaults(func=_peers_remove)
-    p = pe.add_parser("list")
+    p = pe.add_parser("list", help="list the peers (never passwords)")
     _data_arg(p)
     p.set_defaults(func=_peers_list)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 
-from ..cli.neterrors import explain
+from ..neterrors import explain
 from ..errors import TeachfileError
 from .model import Roster
 from .render import server_modalities

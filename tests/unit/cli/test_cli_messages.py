@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from teachfile.cli.main import build_parser, main
-from teachfile.cli.neterrors import explain
+from teachfile.neterrors import explain
 
 _CLASS_NAME = re.compile(r"\b(Invalid\w+|Missing\w+|\w+Error|\w+Timeout|\w+Exception)\b")
 
