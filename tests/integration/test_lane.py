@@ -34,7 +34,9 @@ DOCKER = launcher.REPO_DIR / "docker"
 def _lane_pythons() -> tuple[str, str]:
     """(the lane's system python3, the lane's python with the project's dependencies)."""
     if launcher.current_lane() == "latest":
-        return "/usr/bin/python3", f"{launcher.LANE_VENV}/bin/python"
+        # The root has no python3 link (python3.14-venv does not pull it in).
+        return (f"/usr/bin/python{lane_expectations()['python_version']}",
+                f"{launcher.LANE_VENV}/bin/python")
     return sys.executable, sys.executable
 
 
@@ -97,15 +99,16 @@ def test_entrypoint_secrets_step_and_healthcheck_on_the_lanes_python(
 
 
 def test_dicomweb_transcoding_on_the_lane_without_the_plugin(tmp_path: Path) -> None:
-    """A fact about the lane's DICOMweb plugin, measured without the teachfile plugin: Debian's
-    DICOMweb 1.24 build on Orthanc 1.13 drops the connection (and Orthanc crashes) whenever a
-    WADO-RS retrieval needs a transcoding, even Explicit to Implicit VR Little Endian through
-    DCMTK; DICOMweb 1.7 on 1.10 transcodes. Strict, so a fixed build shows up here."""
+    """A fact about the lane's plugins, measured without the teachfile plugin: with Debian's GDCM
+    1.8 and DICOMweb 1.24 builds loaded (as every node loads them), Orthanc 1.13 drops the
+    connection (and crashes) whenever a WADO-RS retrieval needs a transcoding, even Explicit to
+    Implicit VR Little Endian; without GDCM it transcodes. GDCM 1.5 and DICOMweb 1.7 on 1.10
+    transcode. Strict, so a fixed build shows up here."""
     http_port = free_port()
     config = {"HttpPort": http_port, "DicomPort": free_port(), "RemoteAccessAllowed": False,
               "AuthenticationEnabled": False, "StorageDirectory": str(tmp_path / "db"),
               "IndexDirectory": str(tmp_path / "db"),
-              "Plugins": [p for p in launcher.plugin_paths() if "DicomWeb" in p]}
+              "Plugins": [p for p in launcher.plugin_paths() if "Python" not in p]}
     (tmp_path / "orthanc.json").write_text(json.dumps(config))
     url = f"http://{LOOPBACK}:{http_port}"
     with (tmp_path / "orthanc.log").open("ab") as log:

@@ -429,6 +429,8 @@ def banner(settings: NodeSettings, prepared: Prepared) -> str:
         ),
         "  stop   Ctrl-C",
     ]
+    if current_lane() != "system":
+        lines.insert(1, f"  Orthanc lane {current_lane()} (chrooted in {LANE_ROOT})")
     return "\n".join(lines)
 
 
