@@ -67,7 +67,7 @@ warnings.filterwarnings("ignore")
 try:
     from teachfile.api import routes as rest
     from teachfile.node.roles import basic_user
-    from teachfile.node.service import Service, Settings, refusal_body
+    from teachfile.node.service import Service, Settings, refusal_body, stored_answer
 
     _service: Service | None = Service(
         Settings.from_orthanc_config(json.loads(orthanc.GetConfiguration())))
@@ -121,7 +121,8 @@ def _delete_worker() -> None:
 
 def _on_stored(instance: orthanc.DicomInstance, instance_id: str) -> None:
     try:
-        if _service is not None and _service.verify_stored(instance.GetInstanceData()):
+        if _service is not None and _service.verify_stored(instance.GetInstanceData(),
+                                                           instance_id):
             return
         reason = "unsealed"
     except BaseException:  # noqa: BLE001
@@ -243,12 +244,33 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
             orthanc_error = _error_code(exc)
     finally:
         refusals = _service.end_upload()
+        stored_ids = _service.take_upload_stored()
+    result = _told_what_was_stored(result, stored_ids)
     if refusals or result is None:
         stored = json.loads(result) if result is not None else None
         status, body = refusal_body(refusals, stored, orthanc_error)
         _answer(output, status, body)
         return
     output.AnswerBuffer(result, "application/json")
+
+
+def _told_what_was_stored(result: bytes | None, stored_ids: list[str]) -> bytes | None:
+    """Orthanc's answer made true: it may fail after storing (it parses the received file only
+    to answer) and names parents hashed from the received identifiers; see
+    ``Service.take_upload_stored``."""
+    if not stored_ids:
+        return result
+    try:
+        truth = stored_answer(orthanc.RestApiGet, stored_ids)
+    except Exception:  # noqa: BLE001 - the instance went away meanwhile: Orthanc's answer
+        return result
+    if result is None:
+        return json.dumps(truth).encode()
+    answer = json.loads(result)
+    if isinstance(answer, dict) and isinstance(truth, dict) and answer.get("ID") == truth["ID"]:
+        answer.update({k: truth[k] for k in ("ParentPatient", "ParentStudy", "ParentSeries")})
+        return json.dumps(answer).encode()
+    return result
 
 
 orthanc.RegisterReceivedInstanceCallback(_on_received)

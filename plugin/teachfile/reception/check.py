@@ -33,7 +33,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from struct import Struct
 
-from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.charset import (
+    CODES_TO_ENCODINGS,
+    convert_encodings,
+    decode_bytes,
+    default_encoding,
+    handled_encodings,
+    python_encoding,
+)
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 
@@ -57,6 +64,7 @@ _ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "U
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _UID_CHARS = re.compile(rb"^[0-9.\\]*$")
+_FRAGMENTS = re.compile(b"(^[^\x1b]+|[\x1b][^\x1b]*)")
 
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA, _FLOAT_PIXELS, _DOUBLE_PIXELS = 0x7FE00010, 0x7FE00008, 0x7FE00009
@@ -461,12 +469,11 @@ class _Reader:
             if _CONTROL.search(stripped):
                 raise Refusal("output-invalid" if self.out else "length-overrun",
                               "binary in " + tag_name(tag))
-            if vr in _ASCII_VRS:
-                if _NON_ASCII.search(stripped) and (vr == "UI" or self.out):
-                    raise Refusal("output-invalid" if self.out else "bad-value",
-                                  tag_name(tag))
-                if self.out and vr == "UI" and not _UID_CHARS.match(stripped):
-                    raise Refusal("output-invalid", tag_name(tag))
+            # UIDs that are not UIDs are mapped to new ones on the way in; kept as they are,
+            # they would not be valid output.
+            if vr in _ASCII_VRS and (_NON_ASCII.search(stripped) or self.out and vr == "UI"
+                                     and not _UID_CHARS.match(stripped)):
+                raise Refusal("output-invalid" if self.out else "bad-value", tag_name(tag))
             if tag == _CHARSET and depth == 0:
                 self._charset(value)
             elif vr in _TEXT_VRS and stripped:
@@ -498,17 +505,17 @@ class _Reader:
             return
         if len(terms) > 1 and not terms[0]:
             terms[0] = "ISO 2022 IR 6"
+        bad = "output-invalid" if self.out else "undecodable-text"
+        for i, term in enumerate(terms):
+            if term not in python_encoding:  # the usual misspellings, else refused
+                fixed = re.sub(r"^ISO[ _-]?IR[ _-]?(\d+)$", r"ISO_IR \1", term)
+                fixed = re.sub(r"^ISO[ _-]?2022[ _-]?IR[ _-]?(\d+)$", r"ISO 2022 IR \1", fixed)
+                if fixed not in python_encoding:
+                    raise Refusal(bad, "SpecificCharacterSet")
+                terms[i] = fixed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                encs = convert_encodings(terms)
-                for e in encs:
-                    "".encode(e)
-            except (LookupError, ValueError):
-                if not self.out:
-                    raise Refusal("undecodable-text", "SpecificCharacterSet") from None
-                raise Refusal("output-invalid", "SpecificCharacterSet") from None
-        self.encodings = encs
+            self.encodings = convert_encodings(terms)
 
     def _decodes(self, tag: int, vr: str, value: bytes) -> None:
         if b"\x1b" not in value:
@@ -519,8 +526,22 @@ class _Reader:
                 raise Refusal("undecodable-text", tag_name(tag)) from None
             except LookupError:
                 raise Refusal("undecodable-text", "SpecificCharacterSet") from None
-        if "\ufffd" in self.decode(vr, value):
-            raise Refusal("undecodable-text", tag_name(tag))
+        encs = self.encodings
+        try:
+            for frag in _FRAGMENTS.findall(value):
+                if not frag.startswith(b"\x1b"):
+                    frag.decode(encs[0])
+                    continue
+                size = 4 if frag.startswith((b"\x1b$(", b"\x1b$)")) else 3
+                enc = CODES_TO_ENCODINGS.get(frag[:size], "")
+                if not enc or enc not in encs and enc != default_encoding:
+                    raise UnicodeError("escape sequence outside the declared character sets")
+                if enc in handled_encodings:
+                    frag.decode(enc)
+                else:
+                    frag[size:].decode(enc)
+        except (UnicodeError, LookupError):
+            raise Refusal("undecodable-text", tag_name(tag)) from None
 
     def decode(self, vr: str, value: bytes) -> str:
         delims = {0x5C, 0x3D, 0x5E} if vr == "PN" else {0x5C}
