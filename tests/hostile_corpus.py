@@ -242,6 +242,36 @@ def kept_text_leak(tf: TokenFactory, source: str, n: int) -> Hostile:
     return Hostile("kept-text-leak", f"kept-text-leak-{n}", _save(ds), known, must_refuse=False)
 
 
+HUGE_LENGTHS = (b"\xff\xff\xff\x7f", b"\xfe\xff\xff\xff", b"\x00\x00\x00\x80", b"\xff\xff\x00\x00")
+BAD_VRS = (b"ZZ", b"\x00\x00", b"SQ", b"UN", b"OB", b"UT", b"LT", b"OW", b"PN", b"US")
+
+
+def mutate(raw: bytes, kind: str, rng: random.Random) -> bytes:
+    """One random mutation of ``kind``: truncate, flip (bits), vr (an element's VR code), length
+    (an element's length field)."""
+    b = bytearray(raw)
+    if kind == "truncate":
+        return bytes(b[: rng.randrange(132, len(b))])
+    if kind == "flip":
+        for _ in range(rng.randrange(1, 12)):
+            i = rng.randrange(132, min(len(b), 4000))
+            b[i] ^= 1 << rng.randrange(8)
+        return bytes(b)
+    # structural: at an element header (found by its even group number and a VR)
+    for _ in range(50):
+        i = rng.randrange(140, min(len(b) - 12, 4000))
+        if b[i + 4:i + 6].isalpha() and b[i + 4:i + 6].isupper() and b[i + 1] == 0:
+            break
+    if kind == "vr":
+        b[i + 4:i + 6] = rng.choice(BAD_VRS)
+    elif kind == "length":
+        if b[i + 4:i + 6] in (b"OB", b"OW", b"SQ", b"UN", b"UT", b"UC"):
+            b[i + 8:i + 12] = rng.choice(HUGE_LENGTHS)
+        else:
+            b[i + 6:i + 8] = struct.pack("<H", rng.choice((0xFFFF, 0x1000, 0x0100, 0x0041)))
+    return bytes(b)
+
+
 CLASSES: dict[str, Callable[[TokenFactory, str, int], Hostile]] = {
     "swallow": swallow,
     "hidden-sequence": hidden_sequence,

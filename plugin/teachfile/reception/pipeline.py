@@ -64,8 +64,7 @@ class Reception:
     def process(self, raw: bytes) -> Decision:
         uid_hash: str | None = None
         try:
-            if self.check_bytes:
-                check.check_input(raw)
+            header = check.check_input(raw) if self.check_bytes else b""
             ds = self._parse(raw)
             uid = ds.get("SOPInstanceUID")
             uid_hash = self.pseudonymizer.log_hash(str(uid)) if uid else None
@@ -82,7 +81,10 @@ class Reception:
             if plan is not None and plan.action == "refuse":
                 raise Refusal("burned-in", plan.reason_code)
             # The identifiers are read before de-identification replaces them.
-            tokens = self.output_check.tokens(ds) if self.check_bytes else None
+            # The raw scan also finds what a swallowing length or a private element hid from
+            # the parsed dataset (and so from the engine's cleaning).
+            tokens = (self.output_check.tokens(ds) | check.raw_identifier_tokens(header)
+                      if self.check_bytes else None)
             ds = self.deidentifier.deidentify(ds)
             if plan is not None and plan.action == "clean":
                 ds = pixels.apply(ds, plan)
