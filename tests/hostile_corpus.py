@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -270,6 +271,22 @@ def mutate(raw: bytes, kind: str, rng: random.Random) -> bytes:
         else:
             b[i + 6:i + 8] = struct.pack("<H", rng.choice((0xFFFF, 0x1000, 0x0100, 0x0041)))
     return bytes(b)
+
+
+def intact_tokens(raw: bytes, mutated: bytes, tokens: set[str]) -> set[str]:
+    """The tokens a mutation left alone: every occurrence still there, and no mutated byte in
+    an occurrence, the byte after it or the 80 bytes before it (its header, the value start). A
+    damaged PatientID, or a PatientName whose tag became an unknown one, no longer identifies
+    anyone as far as the bytes say: its other copies are ordinary text."""
+    hit = [i for i in range(min(len(raw), len(mutated))) if raw[i] != mutated[i]]
+    out = set()
+    for t in tokens:
+        tb = t.encode()
+        occurrences = [m.start() for m in re.finditer(re.escape(tb), raw)]
+        if mutated.count(tb) == len(occurrences) and not any(
+                o - 80 <= h <= o + len(tb) for o in occurrences for h in hit):
+            out.add(t)
+    return out
 
 
 CLASSES: dict[str, Callable[[TokenFactory, str, int], Hostile]] = {

@@ -44,6 +44,7 @@ from pydicom.charset import (
 )
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from ..errors import Refusal
 from .profile import Profile
@@ -74,6 +75,7 @@ _IMPLICIT = "1.2.840.10008.1.2"
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95")
 _NATIVE = frozenset({_IMPLICIT, "1.2.840.10008.1.2.1", _BIG_ENDIAN, *_DEFLATED})
+NATIVE_SYNTAXES = _NATIVE
 #: Encapsulated syntaxes whose frames end with an FFD9 marker (JPEG EOI / JPEG 2000 EOC).
 _FFD9_SYNTAXES = frozenset(
     "1.2.840.10008.1.2.4." + s
@@ -709,6 +711,8 @@ def check_input(raw: bytes) -> bytes:
     the module docstring). Returns the file's bytes without its pixel data (inflated when the
     syntax is deflated), for :func:`raw_identifier_tokens`."""
     pos, ts = _meta(raw, out=False)
+    if not UID(ts).is_transfer_syntax:  # how to read it is then a guess: not ours to make
+        raise Refusal("unsupported", "transfer syntax")
     body, pos = _body(raw, pos, ts)
     reader = _Reader(body, ts != _BIG_ENDIAN, out=False)
     reader.dataset(pos, len(body), ts == _IMPLICIT, 0, False)

@@ -130,9 +130,8 @@ def _serialize(ds: pydicom.Dataset) -> bytes:
 def _trim_native_pixels(ds: pydicom.Dataset) -> None:
     """Native pixel data longer than the image is cut to the image (plus a padding byte):
     bytes after the last pixel are no pixels, and could carry anything."""
-    elem = ds.get("PixelData")
-    if elem is None or not ds.file_meta.TransferSyntaxUID or \
-            ds.file_meta.TransferSyntaxUID.is_compressed:
+    if "PixelData" not in ds or str(ds.file_meta.get("TransferSyntaxUID", "")) not in \
+            check.NATIVE_SYNTAXES:
         return
     value = ds.PixelData
     try:
