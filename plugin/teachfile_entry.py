@@ -254,6 +254,47 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
     output.AnswerBuffer(result, "application/json")
 
 
+def _on_stow(output: orthanc.RestOutput, uri: str, **request: object) -> None:
+    """``/teachfile/dicom-web/studies``: STOW-RS answered by what was stored (api/stow.py)."""
+    if request.get("method") != "POST":
+        output.SendMethodNotAllowed("POST")
+        return
+    if _service is None:
+        _answer(output, 503, b'{"error": "teachfile failed to start; nothing is stored"}')
+        return
+    from teachfile.api.stow import stow
+
+    service = _service
+
+    def upload(part: bytes) -> tuple[list[object], list[str]]:
+        service.begin_upload("stow")
+        try:
+            orthanc.RestApiPost("/instances", part)
+        except Exception:  # noqa: BLE001 - refused or unreadable: the refusals say which
+            pass
+        finally:
+            refusals = service.end_upload()
+            stored = service.take_upload_stored()
+        return refusals, stored
+
+    headers = {str(k).lower(): str(v) for k, v in dict(request.get("headers") or {}).items()}
+    root = (json.loads(orthanc.GetConfiguration()).get("DicomWeb") or {}).get("Root",
+                                                                               "/dicom-web/")
+    wado = f"http://{headers.get('host', 'localhost')}{root}"
+    try:
+        status, answer = stow(bytes(request.get("body") or b""), _Api(), upload, wado)
+    except Exception as exc:  # noqa: BLE001
+        _logger.error("STOW-RS handler failed: %s", type(exc).__name__)
+        _answer(output, 500, b'{"error": "internal error", "status": 500}')
+        return
+    body = json.dumps(answer).encode()
+    if status == 200:
+        output.AnswerBuffer(body, "application/dicom+json")
+        return
+    output.SetHttpHeader("Content-Type", "application/dicom+json")
+    _answer(output, status, body)
+
+
 def _told_what_was_stored(result: bytes | None, stored_ids: list[str]) -> bytes | None:
     """Orthanc's answer made true: it may fail after storing (it parses the received file only
     to answer) and names parents hashed from the received identifiers; see
@@ -279,6 +320,7 @@ orthanc.RegisterOnStoredInstanceCallback(_on_stored)
 orthanc.RegisterIncomingHttpRequestFilter(_on_http_request)
 threading.Thread(target=_delete_worker, name="teachfile-guard", daemon=True).start()
 if _service is not None:
+    orthanc.RegisterRestCallback("/teachfile/dicom-web/studies", _on_stow)  # before /teachfile/.*
     orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _on_teachfile_rest)
     orthanc.RegisterRestCallback("/instances", _on_instances)
     _logger.info("teachfile %s ready: profile %s, key %s, pid %d",
