@@ -213,7 +213,7 @@ def _releasing(kind: str):  # type: ignore[no-untyped-def]
 try:
     from teachfile.api import routes as rest
     from teachfile.node.roles import basic_user
-    from teachfile.node.service import Service, Settings, refusal_body
+    from teachfile.node.service import Service, Settings, refusal_body, stored_answer
 
     _service: Service | None = Service(
         Settings.from_orthanc_config(json.loads(orthanc.GetConfiguration())))
@@ -292,7 +292,7 @@ def _import_worker() -> None:
 def _on_stored(instance: orthanc.DicomInstance, instance_id: str) -> None:
     try:
         data = instance.GetInstanceData()
-        if _service is not None and _service.verify_stored(data):
+        if _service is not None and _service.verify_stored(data, instance_id):
             if _RECORD_MARK in data:
                 _to_import.put((instance_id, 0))
             return
@@ -446,6 +446,8 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
             orthanc_error = _error_code(exc)
     finally:
         refusals = _service.end_upload()
+        stored_ids = _service.take_upload_stored()
+    result = _told_what_was_stored(result, stored_ids)
     if refusals or result is None:
         stored = json.loads(result) if result is not None else None
         status, body = refusal_body(refusals, stored, orthanc_error)
@@ -474,6 +476,66 @@ def _on_modality(output: orthanc.RestOutput, uri: str, **request: object) -> Non
     except Exception as exc:  # noqa: BLE001
         _logger.error("modality handler failed: %s", type(exc).__name__)
         _answer(output, 500, b'{"error": "internal error", "status": 500}')
+
+
+def _on_stow(output: orthanc.RestOutput, uri: str, **request: object) -> None:
+    """``/teachfile/dicom-web/studies``: STOW-RS answered by what was stored (api/stow.py)."""
+    if request.get("method") != "POST":
+        output.SendMethodNotAllowed("POST")
+        return
+    if _service is None:
+        _answer(output, 503, b'{"error": "teachfile failed to start; nothing is stored"}')
+        return
+    from teachfile.api.stow import stow
+
+    service = _service
+
+    def upload(part: bytes) -> tuple[list[object], list[str]]:
+        service.begin_upload("stow")
+        try:
+            orthanc.RestApiPost("/instances", part)
+        except Exception:  # noqa: BLE001 - refused or unreadable: the refusals say which
+            pass
+        finally:
+            refusals = service.end_upload()
+            stored = service.take_upload_stored()
+        return refusals, stored
+
+    headers = {str(k).lower(): str(v) for k, v in dict(request.get("headers") or {}).items()}
+    root = (json.loads(orthanc.GetConfiguration()).get("DicomWeb") or {}).get("Root",
+                                                                               "/dicom-web/")
+    wado = f"http://{headers.get('host', 'localhost')}{root}"
+    try:
+        status, answer = stow(bytes(request.get("body") or b""), _Api(), upload, wado)
+    except Exception as exc:  # noqa: BLE001
+        _logger.error("STOW-RS handler failed: %s", type(exc).__name__)
+        _answer(output, 500, b'{"error": "internal error", "status": 500}')
+        return
+    body = json.dumps(answer).encode()
+    if status == 200:
+        output.AnswerBuffer(body, "application/dicom+json")
+        return
+    output.SetHttpHeader("Content-Type", "application/dicom+json")
+    _answer(output, status, body)
+
+
+def _told_what_was_stored(result: bytes | None, stored_ids: list[str]) -> bytes | None:
+    """Orthanc's answer made true: it may fail after storing (it parses the received file only
+    to answer) and names parents hashed from the received identifiers; see
+    ``Service.take_upload_stored``."""
+    if not stored_ids:
+        return result
+    try:
+        truth = stored_answer(orthanc.RestApiGet, stored_ids)
+    except Exception:  # noqa: BLE001 - the instance went away meanwhile: Orthanc's answer
+        return result
+    if result is None:
+        return json.dumps(truth).encode()
+    answer = json.loads(result)
+    if isinstance(answer, dict) and isinstance(truth, dict) and answer.get("ID") == truth["ID"]:
+        answer.update({k: truth[k] for k in ("ParentPatient", "ParentStudy", "ParentSeries")})
+        return json.dumps(answer).encode()
+    return result
 
 
 orthanc.RegisterReceivedInstanceCallback(_on_received)
@@ -528,6 +590,8 @@ if _service is not None:
     # Before the generic /teachfile route: Orthanc answers with the first registered match.
     orthanc.RegisterRestCallback("/teachfile/(ui|portal)(/.*)?",
                                  _releasing("rest_callback")(_on_portal_rest))
+    orthanc.RegisterRestCallback("/teachfile/dicom-web/studies",
+                                 _releasing("rest_callback")(_on_stow))
     orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _releasing("rest_callback")(_on_teachfile_rest))
     orthanc.RegisterRestCallback("/instances", _releasing("rest_callback")(_on_instances))
     orthanc.RegisterRestCallback("/modalities/([^/]+)", _releasing("rest_callback")(_on_modality))

@@ -42,6 +42,7 @@ _VIEWER_POSTS = tuple(re.compile(p) for p in (
 _CONTRIBUTOR_WRITES = tuple((m, re.compile(p)) for m, p in (
     ("POST", r"^/instances$"),
     ("POST", r"^/dicom-web/studies(/[^/]+)?$"),
+    ("POST", r"^/teachfile/dicom-web/studies$"),
     ("PUT", r"^/teachfile/cases/[^/]+$"),
     ("POST", r"^/teachfile/cases/[^/]+/send$"),
     ("POST", r"^/teachfile/explain$"),

@@ -32,7 +32,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from .. import __version__
-from ..errors import REASONS, ConfigError
+from ..errors import REASONS, UNREADABLE, ConfigError
 from ..reception import seal
 from ..reception.deid import Deidentifier
 from ..reception.pipeline import Decision, Reception
@@ -155,6 +155,9 @@ class Service:
         #: they are attributed to that client and reported to it; and that upload's origin.
         self._uploads: dict[int, list[Refusal]] = {}
         self._upload_origin: dict[int, str] = {}
+        #: thread id -> Orthanc IDs of the instances stored while the plugin uploads for an
+        #: HTTP client (the on-stored callback runs on the uploading thread).
+        self._upload_stored: dict[int, list[str]] = {}
 
     # -- reception -------------------------------------------------------------------------
 
@@ -213,7 +216,7 @@ class Service:
             return 0
         if calling_aet:
             self.state.replace_refusal(refusal, replace(refusal, calling_aet=calling_aet))
-        if refusal.reason == "parse-error":
+        if refusal.reason in UNREADABLE:
             return STATUS_CANNOT_UNDERSTAND
         return STATUS_PROCESSING_FAILURE
 
@@ -231,12 +234,23 @@ class Service:
             self._upload_origin.pop(tid, None)
             return self._uploads.pop(tid, [])
 
+    def take_upload_stored(self) -> list[str]:
+        """Orthanc IDs of what the last upload on this thread really stored.
+
+        Orthanc 1.10 answers ``POST /instances`` from the *received* file, which it parses only
+        then: an upload DCMTK cannot read fails after its de-identified instance was stored,
+        and the answer's parent IDs are hashes of the received identifiers. The plugin answers
+        from this list instead, so the client is told what was stored."""
+        with self._lock:
+            return self._upload_stored.pop(threading.get_ident(), [])
+
     # -- second line of defence ---------------------------------------------------------------
 
-    def verify_stored(self, data: bytes) -> bool:
+    def verify_stored(self, data: bytes, instance_id: str | None = None) -> bool:
         """True when a stored instance carries this node's valid seal; counts it as stored.
 
         Counting here rather than at reception means ``stored`` is what Orthanc really wrote.
+        ``instance_id`` is remembered for the answer of a plugin upload on this thread.
         """
         try:
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
@@ -245,6 +259,11 @@ class Service:
             ok = False
         if ok:
             self.state.count("stored")
+            if instance_id is not None:
+                tid = threading.get_ident()
+                with self._lock:
+                    if tid in self._uploads:
+                        self._upload_stored.setdefault(tid, []).append(instance_id)
         return ok
 
     def alarm(self, reason: str) -> None:
@@ -349,7 +368,7 @@ def refusal_body(refusals: list[Refusal], stored: Any = None,
             "Message": "Orthanc could not read the upload as DICOM" if unreadable
             else "Orthanc could not store the upload; see its log"}
         return body["HttpStatus"], json.dumps(body, indent=2).encode()
-    status = 400 if all(r.reason == "parse-error" for r in refusals) else 422
+    status = 400 if all(r.reason in UNREADABLE for r in refusals) else 422
     body = {
         "Status": "Refused" if stored is None else "PartlyRefused",
         "HttpStatus": status,
@@ -362,3 +381,17 @@ def refusal_body(refusals: list[Refusal], stored: Any = None,
     if stored is not None:
         body["Stored"] = stored
     return status, json.dumps(body, indent=2).encode()
+
+
+def stored_answer(get: Any, instance_ids: list[str]) -> Any:
+    """Orthanc's answer to ``POST /instances`` rebuilt from what was stored: ``get`` is the
+    internal REST API's GET (bytes); one instance gives an object, several a list."""
+    out = []
+    for iid in instance_ids:
+        inst = json.loads(get(f"/instances/{iid}"))
+        series = json.loads(get(f"/series/{inst['ParentSeries']}"))
+        study = json.loads(get(f"/studies/{series['ParentStudy']}"))
+        out.append({"ID": iid, "Path": f"/instances/{iid}", "Status": "Success",
+                    "ParentSeries": inst["ParentSeries"], "ParentStudy": series["ParentStudy"],
+                    "ParentPatient": study["ParentPatient"]})
+    return out[0] if len(out) == 1 else out

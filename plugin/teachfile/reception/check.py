@@ -26,6 +26,7 @@ Python (about a hundred elements for a CT), plus the text values; pixel bytes ar
 from __future__ import annotations
 
 import re
+import struct
 import unicodedata
 import warnings
 import zlib
@@ -33,9 +34,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from struct import Struct
 
-from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.charset import (
+    CODES_TO_ENCODINGS,
+    convert_encodings,
+    decode_bytes,
+    default_encoding,
+    handled_encodings,
+    python_encoding,
+)
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from ..errors import Refusal
 from .profile import Profile
@@ -57,6 +66,7 @@ _ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "U
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")
 _NON_ASCII = re.compile(rb"[\x80-\xff]")
 _UID_CHARS = re.compile(rb"^[0-9.\\]*$")
+_FRAGMENTS = re.compile(b"(^[^\x1b]+|[\x1b][^\x1b]*)")
 
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA, _FLOAT_PIXELS, _DOUBLE_PIXELS = 0x7FE00010, 0x7FE00008, 0x7FE00009
@@ -65,6 +75,7 @@ _IMPLICIT = "1.2.840.10008.1.2"
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95")
 _NATIVE = frozenset({_IMPLICIT, "1.2.840.10008.1.2.1", _BIG_ENDIAN, *_DEFLATED})
+NATIVE_SYNTAXES = _NATIVE
 #: Encapsulated syntaxes whose frames end with an FFD9 marker (JPEG EOI / JPEG 2000 EOC).
 _FFD9_SYNTAXES = frozenset(
     "1.2.840.10008.1.2.4." + s
@@ -153,6 +164,9 @@ class Tokens:
     words: dict[str, str] = field(default_factory=dict)
     substrings: dict[str, str] = field(default_factory=dict)
 
+    def __or__(self, other: Tokens) -> Tokens:
+        return Tokens({**self.words, **other.words}, {**self.substrings, **other.substrings})
+
     def without(self, own: Iterable[str]) -> Tokens:
         drop = set(own)
         return Tokens({k: v for k, v in self.words.items() if k not in drop},
@@ -216,26 +230,32 @@ def identifier_tokens(ds: Dataset, norm: Callable[[str], str] = normalise) -> To
 
     This is the default :data:`TokenFunction`; a better normaliser or more token sources can be
     plugged in through :class:`OutputCheck` without touching the checks."""
-    words: dict[str, str] = {}
-    subs: dict[str, str] = {}
-    for kw in _PATIENT_NAMES:
-        for value in _values(ds, kw):
-            for group in value.split("="):
-                comps = group.split("^")[:3]
-                joined = norm("".join(comps))
-                if _is_cjk(joined) and len(joined) >= 2:
-                    subs[joined] = "name"
-                for comp in comps:
-                    for part in _NAME_SPLIT.split(norm(comp)):
-                        if len(part) < 2 or part in _OWN_WORDS:
-                            continue
-                        if _is_cjk(part):
-                            subs[part] = "name"
-                        else:
-                            words[part] = "name" if len(part) >= 3 else "short-name"
+    names = [v for kw in _PATIENT_NAMES for v in _values(ds, kw)]
     ids = [v for kw in _PATIENT_IDS for v in _values(ds, kw)]
     for item in ds.get("OtherPatientIDsSequence") or ():
         ids += _values(item, "PatientID")
+    return tokens_from(names, ids, _values(ds, "PatientBirthDate"), norm)
+
+
+def tokens_from(names: Iterable[str], ids: Iterable[str], birth_dates: Iterable[str],
+                norm: Callable[[str], str] = normalise) -> Tokens:
+    """:class:`Tokens` for person names (PN values), IDs and DA birth dates."""
+    words: dict[str, str] = {}
+    subs: dict[str, str] = {}
+    for value in names:
+        for group in value.split("="):
+            comps = group.split("^")[:3]
+            joined = norm("".join(comps))
+            if _is_cjk(joined) and len(joined) >= 2:
+                subs[joined] = "name"
+            for comp in comps:
+                for part in _NAME_SPLIT.split(norm(comp)):
+                    if len(part) < 2 or part in _OWN_WORDS:
+                        continue
+                    if _is_cjk(part):
+                        subs[part] = "name"
+                    else:
+                        words[part] = "name" if len(part) >= 3 else "short-name"
     for value in ids:
         s = norm(value.strip())
         if s in _OWN_WORDS:
@@ -245,10 +265,45 @@ def identifier_tokens(ds: Dataset, norm: Callable[[str], str] = normalise) -> To
             subs[s] = "id"
         elif len(s) >= (4 if digits else 3):
             words[s] = "id"
-    for value in _values(ds, "PatientBirthDate"):
+    for value in birth_dates:
         for form in birth_date_forms(value.strip()):
             subs[norm(form)] = "birth-date"
     return Tokens(words, subs)
+
+
+#: Identifying elements looked for in the raw bytes, wherever they are: (tag, VR, kind).
+_RAW_IDENTS = ((0x00100010, "PN", "name"), (0x00101001, "PN", "name"),
+               (0x00101005, "PN", "name"), (0x00101060, "PN", "name"),
+               (0x00100020, "LO", "id"), (0x00101000, "LO", "id"), (0x00080050, "SH", "id"),
+               (0x00100030, "DA", "birth-date"))
+
+
+def raw_identifier_tokens(header: bytes, norm: Callable[[str], str] = normalise) -> Tokens:
+    """Identifiers found in the received bytes by their element headers, wherever they sit:
+    also inside a value that swallowed them or a private element that hides them, which the
+    parsed dataset (and so the engine's cleaning) never shows. ``header`` is every byte of the
+    file but the pixel data (:func:`check_input` returns it)."""
+    found: dict[str, list[str]] = {"name": [], "id": [], "birth-date": []}
+    for tag, vr, kind in _RAW_IDENTS:
+        tag_b = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+        for explicit in (True, False):
+            needle = tag_b + vr.encode() if explicit else tag_b
+            i = header.find(needle)
+            while i >= 0:
+                if explicit:
+                    length, start = struct.unpack_from("<H", header, i + 6)[0] \
+                        if i + 8 <= len(header) else 0, i + 8
+                else:
+                    length, start = struct.unpack_from("<L", header, i + 4)[0] \
+                        if i + 8 <= len(header) else 0, i + 8
+                if 0 < length <= 256 and start + length <= len(header):
+                    value = header[start:start + length].rstrip(b"\x00 ")
+                    if value and not _CONTROL.search(value):
+                        found[kind].append(value.decode("utf-8", "replace")
+                                           if not explicit or vr != "DA" else value.decode(
+                                               "ascii", "replace"))
+                i = header.find(needle, i + 4)
+    return tokens_from(found["name"], found["id"], found["birth-date"], norm)
 
 
 #: Replaceable: the received dataset (before de-identification) -> its identifier tokens.
@@ -264,6 +319,7 @@ class _Image:
     pixel_tag: int = 0
     pixel_length: int = -1  # -1: encapsulated
     fragments: list[tuple[int, int]] = field(default_factory=list)  # (offset, length)
+    span: tuple[int, int] = (0, 0)  # where the pixel data's value is
 
 
 class _Reader:
@@ -399,6 +455,7 @@ class _Reader:
         tag_len = _TAG_LEN[self.little].unpack_from
         img = self.image
         img.pixel_tag, img.pixel_length = _PIXEL_DATA, -1
+        img.span = (pos, pos)
         while True:
             if end - pos < 8:
                 raise Refusal("pixel-data-short", "fragments")
@@ -444,6 +501,7 @@ class _Reader:
         if vr is None:  # implicit private or multi-VR public: checked by the dictionary's VR
             if depth == 0 and tag in (_PIXEL_DATA, _FLOAT_PIXELS, _DOUBLE_PIXELS):
                 self.image.pixel_tag, self.image.pixel_length = tag, length
+                self.image.span = (vpos, vend)
             return
         unit = _UNIT.get(vr)
         if unit is not None and length % unit and (tag != _PIXEL_DATA or vr != "OW"):
@@ -454,6 +512,7 @@ class _Reader:
             self._image_value(tag, vr, vpos, vend)
         if tag in (_PIXEL_DATA, _FLOAT_PIXELS, _DOUBLE_PIXELS) and depth == 0:
             self.image.pixel_tag, self.image.pixel_length = tag, length
+            self.image.span = (vpos, vend)
             return
         if vr in _TEXT_VRS or vr in _ASCII_VRS:
             value = bytes(self.data[vpos:vend])
@@ -461,12 +520,11 @@ class _Reader:
             if _CONTROL.search(stripped):
                 raise Refusal("output-invalid" if self.out else "length-overrun",
                               "binary in " + tag_name(tag))
-            if vr in _ASCII_VRS:
-                if _NON_ASCII.search(stripped) and (vr == "UI" or self.out):
-                    raise Refusal("output-invalid" if self.out else "bad-value",
-                                  tag_name(tag))
-                if self.out and vr == "UI" and not _UID_CHARS.match(stripped):
-                    raise Refusal("output-invalid", tag_name(tag))
+            # UIDs that are not UIDs are mapped to new ones on the way in; kept as they are,
+            # they would not be valid output.
+            if vr in _ASCII_VRS and (_NON_ASCII.search(stripped) or self.out and vr == "UI"
+                                     and not _UID_CHARS.match(stripped)):
+                raise Refusal("output-invalid" if self.out else "bad-value", tag_name(tag))
             if tag == _CHARSET and depth == 0:
                 self._charset(value)
             elif vr in _TEXT_VRS and stripped:
@@ -498,17 +556,17 @@ class _Reader:
             return
         if len(terms) > 1 and not terms[0]:
             terms[0] = "ISO 2022 IR 6"
+        bad = "output-invalid" if self.out else "undecodable-text"
+        for i, term in enumerate(terms):
+            if term not in python_encoding:  # the usual misspellings, else refused
+                fixed = re.sub(r"^ISO[ _-]?IR[ _-]?(\d+)$", r"ISO_IR \1", term)
+                fixed = re.sub(r"^ISO[ _-]?2022[ _-]?IR[ _-]?(\d+)$", r"ISO 2022 IR \1", fixed)
+                if fixed not in python_encoding:
+                    raise Refusal(bad, "SpecificCharacterSet")
+                terms[i] = fixed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                encs = convert_encodings(terms)
-                for e in encs:
-                    "".encode(e)
-            except (LookupError, ValueError):
-                if not self.out:
-                    raise Refusal("undecodable-text", "SpecificCharacterSet") from None
-                raise Refusal("output-invalid", "SpecificCharacterSet") from None
-        self.encodings = encs
+            self.encodings = convert_encodings(terms)
 
     def _decodes(self, tag: int, vr: str, value: bytes) -> None:
         if b"\x1b" not in value:
@@ -519,8 +577,22 @@ class _Reader:
                 raise Refusal("undecodable-text", tag_name(tag)) from None
             except LookupError:
                 raise Refusal("undecodable-text", "SpecificCharacterSet") from None
-        if "\ufffd" in self.decode(vr, value):
-            raise Refusal("undecodable-text", tag_name(tag))
+        encs = self.encodings
+        try:
+            for frag in _FRAGMENTS.findall(value):
+                if not frag.startswith(b"\x1b"):
+                    frag.decode(encs[0])
+                    continue
+                size = 4 if frag.startswith((b"\x1b$(", b"\x1b$)")) else 3
+                enc = CODES_TO_ENCODINGS.get(frag[:size], "")
+                if not enc or enc not in encs and enc != default_encoding:
+                    raise UnicodeError("escape sequence outside the declared character sets")
+                if enc in handled_encodings:
+                    frag.decode(enc)
+                else:
+                    frag[size:].decode(enc)
+        except (UnicodeError, LookupError):
+            raise Refusal("undecodable-text", tag_name(tag)) from None
 
     def decode(self, vr: str, value: bytes) -> str:
         delims = {0x5C, 0x3D, 0x5E} if vr == "PN" else {0x5C}
@@ -634,14 +706,19 @@ def _body(data: bytes, pos: int, ts: str) -> tuple[bytes | memoryview, int]:
     return memoryview(data), pos
 
 
-def check_input(raw: bytes) -> None:
+def check_input(raw: bytes) -> bytes:
     """Refuse a received file whose element stream is not what a strict reader accepts (see
-    the module docstring); returns nothing when it is well formed."""
+    the module docstring). Returns the file's bytes without its pixel data (inflated when the
+    syntax is deflated), for :func:`raw_identifier_tokens`."""
     pos, ts = _meta(raw, out=False)
+    if not UID(ts).is_transfer_syntax:  # how to read it is then a guess: not ours to make
+        raise Refusal("unsupported", "transfer syntax")
     body, pos = _body(raw, pos, ts)
     reader = _Reader(body, ts != _BIG_ENDIAN, out=False)
     reader.dataset(pos, len(body), ts == _IMPLICIT, 0, False)
     reader.pixels(ts, "pixel-data-short")
+    start, end = reader.image.span
+    return bytes(body[:start]) + bytes(body[end:]) if end > start else bytes(body)
 
 
 class OutputCheck:

@@ -71,8 +71,7 @@ class Reception:
     def process(self, raw: bytes) -> Decision:
         uid_hash: str | None = None
         try:
-            if self.check_bytes:
-                check.check_input(raw)
+            header = check.check_input(raw) if self.check_bytes else b""
             ds = self._parse(raw)
             uid = ds.get("SOPInstanceUID")
             uid_hash = self.pseudonymizer.log_hash(str(uid)) if uid else None
@@ -93,7 +92,10 @@ class Reception:
             if plan is not None and plan.action == "refuse":
                 raise Refusal("burned-in", plan.reason_code)
             # The identifiers are read before de-identification replaces them.
-            tokens = self.output_check.tokens(ds) if self.check_bytes else None
+            # The raw scan also finds what a swallowing length or a private element hid from
+            # the parsed dataset (and so from the engine's cleaning).
+            tokens = (self.output_check.tokens(ds) | check.raw_identifier_tokens(header)
+                      if self.check_bytes else None)
             ds = self.deidentifier.deidentify(ds, self.case_titles)
             if plan is not None and plan.action == "clean":
                 ds = pixels.apply(ds, plan)
@@ -140,9 +142,8 @@ def _serialize(ds: pydicom.Dataset) -> bytes:
 def _trim_native_pixels(ds: pydicom.Dataset) -> None:
     """Native pixel data longer than the image is cut to the image (plus a padding byte):
     bytes after the last pixel are no pixels, and could carry anything."""
-    elem = ds.get("PixelData")
-    if elem is None or not ds.file_meta.TransferSyntaxUID or \
-            ds.file_meta.TransferSyntaxUID.is_compressed:
+    if "PixelData" not in ds or str(ds.file_meta.get("TransferSyntaxUID", "")) not in \
+            check.NATIVE_SYNTAXES:
         return
     value = ds.PixelData
     try:
