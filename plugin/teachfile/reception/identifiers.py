@@ -326,10 +326,12 @@ class Identifiers:
         for v in values:
             if not v or not v.strip():
                 continue
-            b.name(v, phrase=True)
-            b.ident(v)
-            for dm in find_dates(fold(v)):
+            found = find_dates(fold(v))
+            for dm in found:
                 b.dates.update(dm.readings)
+            if any(c.isalpha() for c in v) and not found:  # a UID, number or date is no name
+                b.name(v, phrase=True)
+            b.ident(v)
             if re.fullmatch(r"\s*\d{8}\s*", v):
                 b.da(v.strip())
         return b.build()
@@ -398,6 +400,8 @@ class _Builder:
                     continue
                 for piece in _PN_SPLIT_RE.split(f):
                     piece = piece.strip()
+                    if not piece or piece.isdigit():  # numbers are not name parts
+                        continue
                     if len(piece) == 1 and piece.isalpha():
                         self.initials.add(piece)
                     elif len(piece) >= 2:
@@ -590,7 +594,13 @@ def _latin_word_hit(w: str, ids: Identifiers, d: dict) -> bool:
                         or (w[-1] in ids.initials and w[:-1] in ids.names)):
         return True
     pieces = _ALNUM_SPLIT_RE.findall(w)
-    return bool(len(pieces) > 1 and any(p in ids.names or p in ids.ids for p in pieces))
+    # "DOE1961": letters glued to digits. Hex strings (our own pseudonyms, seals) split into
+    # random short letter runs, so a run of hex letters counts only from 4 characters on.
+    return len(pieces) > 1 and any((p in ids.names and (len(p) >= 4 or not _HEX_RE.match(p)))
+                                   or p in ids.ids for p in pieces)
+
+
+_HEX_RE = re.compile(r"^[a-f]+$")
 
 
 def _chunk_hit(chunk: str, ids: Identifiers, d: dict) -> bool:
