@@ -120,6 +120,14 @@ _KNOWN_UIDS = frozenset(UID_dictionary) | {IMPLEMENTATION_CLASS_UID}
 #: Text VRs the engine cleans (C) or checks (I) when no rule keeps them exactly.
 _CLEAN_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "CS", "AE"})
 _SINGLE_VALUED = frozenset({"ST", "LT", "UT"})
+#: Modality defined terms (PS3.3 C.7.3.1.1.1): kept even when a name part spells one (a
+#: patient "CT" must not leave an image without its modality).
+_MODALITY_TERMS = (
+    "AR ASMT AU BDUS BI BMD CFM CR CT CTPROTOCOL DMS DG DOC DX ECG EEG EMG EOG EPS ES FID GM HC "
+    "HD IO IOL IVOCT IVUS KER KO LEN LS MG MR M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS "
+    "OT PA PLAN POS PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD "
+    "RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA XA XAPROTOCOL XC")
+_MODALITIES = frozenset(_MODALITY_TERMS.split())
 TEXT_RULES_RESOURCE = "text-rules.json"
 
 
@@ -481,7 +489,8 @@ class Deidentifier:
             values = [str(v) for v in value] if multi else [str(value)]
         cleaned = [_ids.clean_text(v, ids, free=free, offset=ctx.text_offset) for v in values]
         if not free:  # coded values are often Type 1: a dummy rather than an empty value
-            cleaned = [c if c or not v else str(_DUMMY.get(vr, "ANON")) for c, v in
+            cleaned = [c if c or not v else v if tag == 0x00080060 and v in _MODALITIES
+                       else str(_DUMMY.get(vr, "ANON")) for c, v in
                        zip(cleaned, values, strict=True)]
         if isinstance(raw, RawDataElement) or cleaned != values:
             if cleaned == values:

@@ -398,6 +398,9 @@ class _Builder:
                         if piece:
                             self.cjk.add(piece)
                     continue
+                if any(c.isdigit() for c in f):  # "CQ500-CT-310": a code, not a name
+                    self.ident(f)
+                    continue
                 for piece in _PN_SPLIT_RE.split(f):
                     piece = piece.strip()
                     if not piece or piece.isdigit():  # numbers are not name parts
@@ -451,12 +454,20 @@ class _Builder:
                         self.dates.add(d)
 
     def build(self) -> Identifiers:
+        # Not identifiers: the words of anonymised sources, and numbers of 1 to 3 digits
+        # (a Study ID "10" would otherwise remove every "10 mm" and flag every date).
+        ids = {i for i in self.ids if i not in _NOT_IDENTIFYING
+               and not (i.isdigit() and len(i) < 4)}
         return Identifiers(
-            names=frozenset(self.names), initials=frozenset(self.initials),
+            names=frozenset(self.names - _NOT_IDENTIFYING), initials=frozenset(self.initials),
             cjk_names=frozenset(x for x in self.cjk if x),
-            cjk_full=frozenset(self.cjk_full), ids=frozenset(self.ids),
-            words=frozenset(self.words), dates=frozenset(self.dates),
+            cjk_full=frozenset(self.cjk_full), ids=frozenset(ids),
+            words=frozenset(self.words - _NOT_IDENTIFYING), dates=frozenset(self.dates),
             birth_dates=frozenset(self.birth))
+
+
+_NOT_IDENTIFYING = frozenset({"anon", "anonymous", "anonymized", "anonymised", "unknown",
+                              "none", "n/a"})
 
 
 #: Where an instance's identifiers live (top level, and in the sequences below).
@@ -646,7 +657,8 @@ def _scan(text: str, ids: Identifiers, mode: str, offset: int | None,
     edits: list[tuple[int, int, str]] = []  # folded [s, e) -> replacement
     hit = False
     # 1. dates
-    for dm in find_dates(folded):
+    dates_found = find_dates(folded)
+    for dm in dates_found:
         own = bool(set(dm.readings) & ids.dates)
         if mode != "free" and not own:
             continue
@@ -664,7 +676,8 @@ def _scan(text: str, ids: Identifiers, mode: str, offset: int | None,
             edits.append((dm.start, dm.end, _format_shifted(dm, folded, new)))
         else:
             edits.append((dm.start, dm.end, ""))
-    taken = [(s, e) for s, e, _ in edits]
+    # a date is a date: its digits are not IDs, whatever is done with it
+    taken = [(dm.start, dm.end) for dm in dates_found]
     # 2. names, IDs, long numbers, chunk by chunk
     removed_name_at: list[int] = []
     latin: list[tuple[int, int]] = []
