@@ -5,12 +5,14 @@ any depth:
 
 1. Private (odd group): removed, unless ``retain_safe_private`` is active and the element is on
    the profile's safe list (creator + element byte); a creator goes with its last kept element.
-2. A Table E.1-1 row (resolved for the profile's options, see :mod:`.profile`), or one
-   of the few rules *beyond the table* in :data:`_EXTRA` (SR Text Value, encrypted content).
+2. A Table E.1-1 row (resolved for the profile's options, see :mod:`.profile`), one of the few
+   rules *beyond the table* in :data:`_EXTRA` (SR Text Value, encrypted content), or a rule for
+   text beyond the table from ``data/text-rules.json`` (:func:`load_text_rules`).
 3. Otherwise by VR: PN emptied; DA/DT dummied (basic), shifted (modified dates) or kept (full
    dates); TM dummied unless a temporal option keeps it (a whole-day shift leaves times valid);
-   UI mapped to a keyed UID unless it is a class/transfer-syntax/coding-scheme UID or a
-   well-known ``1.2.840.10008.`` UID; SQ recursed. Curves (50xx) and overlays (60xx, all of the
+   UI mapped to a keyed UID unless pydicom's UID dictionary names the value (whatever the
+   attribute or prefix); text (SH, LO, ST, LT, UT, UC, CS, AE) cleaned, since text the profile
+   does not know is not safe; SQ recursed. Curves (50xx) and overlays (60xx, all of the
    group, so no orphan overlay attributes stay) are removed, with or without ``clean_graphics``
    (we cannot clean burned graphics, so removing is the safe form of cleaning). Group lengths and
    public attributes that pydicom's dictionary does not know are removed (their content is
@@ -21,10 +23,12 @@ know the receiving IOD, so we keep the object valid for all of them): X/Z -> Z, 
 X/Z/U* -> U (references stay, remapped), Z/D and X/Z/D -> D unless :data:`_KNOWN_TYPE` says the
 attribute is Type 2/3 wherever this node meets it, then Z. Z empties, D writes a dummy valid for
 the VR (a keyed UID for UI; a sequence under D is recursed), C cleans by VR: dates shifted, text
-stripped of tokens that carry the instance's identifiers (names, IDs, accession, dates) or look
-like dates or long numbers, sequences recursed.
+cleaned by :mod:`.identifiers` (the instance's names, IDs and dates in every script and written
+form, any other date, numbers of 5+ digits), sequences recursed. I (text rules only, and text
+the table keeps) removes the instance's identifiers and own dates and nothing else.
 
 Speed: elements we keep are never decoded (raw elements stay raw and are written back as read);
+raw ASCII text that holds no identifier substring and nothing date-like is not decoded either;
 the action map is a dict from int tag to one letter, built once per profile.
 """
 
