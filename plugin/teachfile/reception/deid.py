@@ -133,6 +133,9 @@ _MODALITY_TERMS = (
     "RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA XA XAPROTOCOL XC")
 _MODALITIES = frozenset(_MODALITY_TERMS.split())
 TEXT_RULES_RESOURCE = "text-rules.json"
+#: Text longer than this (bytes) is emptied rather than scanned (a 10 MB "comment" must not
+#: cost seconds of a reception thread).
+_MAX_CLEAN_BYTES = 65536
 
 
 @lru_cache(maxsize=2)
@@ -478,6 +481,9 @@ class Deidentifier:
                 return
             if _ids.quick_clear(b, ids, free):
                 return
+            if len(b) > _MAX_CLEAN_BYTES:  # too long to scan cheaply: not kept at all
+                ds.add_new(tag, vr, "" if free else str(_DUMMY.get(vr, "ANON")))
+                return
             chunks = [b] if vr in _SINGLE_VALUED else b.split(b"\\")
             try:
                 values = [_ids.decode_text(c, ctx.enc).rstrip(" \0") for c in chunks]
@@ -491,6 +497,9 @@ class Deidentifier:
                 return
             multi = isinstance(value, MultiValue | list)
             values = [str(v) for v in value] if multi else [str(value)]
+            if sum(map(len, values)) > _MAX_CLEAN_BYTES:
+                ds.add_new(tag, vr, "" if free else str(_DUMMY.get(vr, "ANON")))
+                return
         cleaned = [_ids.clean_text(v, ids, free=free, offset=ctx.text_offset) for v in values]
         if not free:  # coded values are often Type 1: a dummy rather than an empty value
             cleaned = [c if c or not v else v if tag == 0x00080060 and v in _MODALITIES
