@@ -342,6 +342,11 @@ class Identifiers:
         if not d:
             d["loose"] = frozenset(loose(n) for n in self.names if len(loose(n)) >= 3)
             d["bare"] = frozenset(_strip_marks(n) for n in self.names)
+            # what the substring pre-test cannot see: names whose loose or unaccented form
+            # differs from the name ("müller" -> "muler", "tarou" -> "taro")
+            d["loose_extra"] = tuple(sorted(
+                {loose(n) for n in self.names if loose(n) != n and len(loose(n)) >= 3}
+                | {b for b in d["bare"] if b not in self.names}))
             d["long_names"] = tuple(n for n in self.names if len(n) >= 4)
             d["long_ids"] = tuple(i for i in self.ids if len(i) >= 4)
             d["parts"] = self.names | self.initials
@@ -757,6 +762,11 @@ def quick_clear(raw: bytes, ids: Identifiers, free: bool) -> bool:
     low = raw.lower()
     if any(t in low for t in d["ascii"]):
         return False
+    if d["loose_extra"]:
+        text = loose(low.decode("ascii"))
+        if any(t in text for t in d["loose_extra"]) or any(
+                t in low.decode("ascii") for t in d["loose_extra"]):
+            return False
     if (free or ids.dates) and _DIGIT_B.search(raw) and (
             _MAYBE_DATE_B.search(low) or (free and _LONG_B.search(raw))):
         return False
