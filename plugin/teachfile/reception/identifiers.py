@@ -502,8 +502,8 @@ def identifier_tokens(ds: object, *, dates: bool = True) -> Identifiers:
     """The normalised identifiers of a pydicom Dataset (read it *before* de-identification).
 
     ``dates=False`` leaves dates out (a profile that keeps full dates does not treat them as
-    identifying). Values that cannot be decoded are skipped here; the strict readers refuse
-    them elsewhere."""
+    identifying), except birth dates, which no option keeps. Values that cannot be decoded
+    are skipped here; the strict readers refuse them elsewhere."""
     b = _Builder()
     _collect(ds, b, dates, 0)
     return b.build()
@@ -529,7 +529,7 @@ def _collect(ds: object, b: _Builder, dates: bool, depth: int) -> None:
             elif tag in PHRASE_TAGS:
                 for v in _values(value):
                     b.phrase(str(v))
-            elif dates and (tag in DATE_TAGS or tag in BIRTH_TAGS):
+            elif (dates and tag in DATE_TAGS) or tag in BIRTH_TAGS:  # birth dates always
                 for v in _values(value):
                     b.da(str(v), birth=tag in BIRTH_TAGS)
             elif dates and tag in DATETIME_TAGS:

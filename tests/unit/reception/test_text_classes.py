@@ -400,3 +400,15 @@ def test_transliterated_names_in_plain_ascii_text(pn: str, text: str) -> None:
     ds.Manufacturer = text  # unlisted LO, raw ASCII
     out = _deid(ds)
     assert out.get("Manufacturer", "") in ("", "follow-up", "knee"), out.Manufacturer
+
+
+def test_full_dates_keep_written_dates_but_not_the_birth_date() -> None:
+    from teachfile.reception.profile import profile_from_mapping
+
+    prof = profile_from_mapping({"name": "full", "version": 1, "options": {
+        "retain_long_full_dates": True, "clean_descriptors": True}})
+    eng = Deidentifier(prof, Pseudonymizer(KEY))
+    ds = _minimal(PatientBirthDate="19610423",
+                  StudyDescription="CT 15 March 2021, DOB 23 April 1961")
+    out = _read(_bytes(eng.deidentify(_read(_bytes(ds)))))
+    assert out.StudyDescription == "CT 15 March 2021, DOB"
