@@ -202,6 +202,7 @@ class Deidentifier:
             self._rules.update(dict.fromkeys(_ISSUERS, "X"))
         # Text attributes beyond the table (data/text-rules.json); the table itself wins.
         self._exact: set[int] = set()
+        self._text_rule_tags: set[int] = set()
         for tag, act, opts in load_text_rules():
             if tag in p.actions:
                 continue
@@ -211,6 +212,7 @@ class Deidentifier:
             if act == "K":
                 self._exact.add(tag)
             self._rules[tag] = act
+            self._text_rule_tags.add(tag)
         self._auto: dict[int, str] = {}
         self._vr: dict[int, str | None] = {}
         self._safe = {(s.group, s.creator.upper(), s.element) for s in p.safe_private}
@@ -391,8 +393,9 @@ class Deidentifier:
             vr = raw.VR
             if vr is None or vr == "UN":
                 vr = self._dict_vr(tag)
-            if strict and listed is None and act in ("K", "C") and vr in _FREE_TEXT_VRS:
-                act = strict
+            if strict and (listed is None or tag in self._text_rule_tags) \
+                    and act in ("K", "C", "I") and vr in _FREE_TEXT_VRS:
+                act = strict  # the enclosing sequence's D (or C) is stricter than a text rule
             if vr in _CLEAN_VRS and act in ("C", "I", "K"):
                 if act == "K" and tag in self._exact:
                     continue

@@ -412,3 +412,21 @@ def test_full_dates_keep_written_dates_but_not_the_birth_date() -> None:
                   StudyDescription="CT 15 March 2021, DOB 23 April 1961")
     out = _read(_bytes(eng.deidentify(_read(_bytes(ds)))))
     assert out.StudyDescription == "CT 15 March 2021, DOB"
+
+
+def test_a_dummied_sequence_still_dummies_annotation_text() -> None:
+    """Graphic Annotation Sequence is D in the table: its text is dummied even though the text
+    rule for Unformatted Text Value cleans it elsewhere (waveform annotations)."""
+    ds = _minimal(Modality="PR")
+    text = Dataset()
+    text.UnformattedTextValue = "Dr Smith says"
+    layer = Dataset()
+    layer.GraphicLayer = "L1"
+    layer.TextObjectSequence = Sequence([text])
+    ds.GraphicAnnotationSequence = Sequence([layer])
+    ann = Dataset()
+    ann.UnformattedTextValue = "Dr Smith says"
+    ds.WaveformAnnotationSequence = Sequence([ann])
+    out = _deid(ds)
+    assert out.GraphicAnnotationSequence[0].TextObjectSequence[0].UnformattedTextValue == "ANON"
+    assert out.WaveformAnnotationSequence[0].UnformattedTextValue == "Dr Smith says"
