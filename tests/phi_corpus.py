@@ -508,7 +508,6 @@ def _beyond_table(tf: TokenFactory) -> list[PhiInstance]:
         ds.ConceptNameCodeSequence = Sequence([_code("18842-5", f"Summary for {giv} {fam}")])
         ds.MIMETypeOfEncapsulatedDocument = "application/pdf" if "pdf" in name else "text/xml"
         ds.EncapsulatedDocument = f"%PDF-1.4 {fam} {pid} ".encode()
-        ds.BurnedInAnnotation = "YES"
         out.append(inst)
     # SR: code meanings at depth 1 to 4.
     ds = _base(tf, "1.2.840.10008.5.1.4.1.1.88.22", "SR", None, False)
@@ -565,7 +564,7 @@ def _foreign(tf: TokenFactory) -> list[PhiInstance]:
 
     def plant(name: str, charset: str | list[str] | None, fam: str, giv: str, pn: str,
               texts: list[str]) -> None:
-        ds = _base(tf, "1.2.840.10008.5.1.4.1.1.7", "OT", charset, False)
+        ds = _base(tf, "", "CT", charset, True)
         inst = PhiInstance(name, "generated", ds)
         _identity(inst, tf, fam, giv, pn)
         inst.tokens[fam] = "PatientName.family"
@@ -644,7 +643,7 @@ def _dates(tf: TokenFactory) -> list[PhiInstance]:
     out = []
     for name, charset in (("dates-en", None), ("dates-utf8", "ISO_IR 192"),
                           ("dates-ir87", ["", "ISO 2022 IR 87"])):
-        ds = _base(tf, "1.2.840.10008.5.1.4.1.1.7", "OT", charset, False)
+        ds = _base(tf, "", "CT", charset, True)
         inst = PhiInstance(name, "generated", ds)
         _identity(inst, tf)
         forms = date_forms(ds.StudyDate) + [f"DOB {f}" for f in date_forms(ds.PatientBirthDate)]
@@ -675,7 +674,7 @@ def _encodable(text: str, enc: str) -> bool:
 def _uids(tf: TokenFactory) -> list[PhiInstance]:
     """Finding 5: UIDs behind the standard root or in *ClassUID attributes that embed a birth
     date and an MRN."""
-    ds = _base(tf, "1.2.840.10008.5.1.4.1.1.7", "OT", None, False)
+    ds = _base(tf, "", "CT", None, True)
     inst = PhiInstance("uids", "generated", ds)
     _identity(inst, tf)
     birth, mrn = ds.PatientBirthDate, "7" + str(abs(hash(ds.PatientID)) % 10**8)

@@ -5,12 +5,14 @@ any depth:
 
 1. Private (odd group): removed, unless ``retain_safe_private`` is active and the element is on
    the profile's safe list (creator + element byte); a creator goes with its last kept element.
-2. A Table E.1-1 row (resolved for the profile's options, see :mod:`.profile`), or one
-   of the few rules *beyond the table* in :data:`_EXTRA` (SR Text Value, encrypted content).
+2. A Table E.1-1 row (resolved for the profile's options, see :mod:`.profile`), one of the few
+   rules *beyond the table* in :data:`_EXTRA` (SR Text Value, encrypted content), or a rule for
+   text beyond the table from ``data/text-rules.json`` (:func:`load_text_rules`).
 3. Otherwise by VR: PN emptied; DA/DT dummied (basic), shifted (modified dates) or kept (full
    dates); TM dummied unless a temporal option keeps it (a whole-day shift leaves times valid);
-   UI mapped to a keyed UID unless it is a class/transfer-syntax/coding-scheme UID or a
-   well-known ``1.2.840.10008.`` UID; SQ recursed. Curves (50xx) and overlays (60xx, all of the
+   UI mapped to a keyed UID unless pydicom's UID dictionary names the value (whatever the
+   attribute or prefix); text (SH, LO, ST, LT, UT, UC, CS, AE) cleaned, since text the profile
+   does not know is not safe; SQ recursed. Curves (50xx) and overlays (60xx, all of the
    group, so no orphan overlay attributes stay) are removed, with or without ``clean_graphics``
    (we cannot clean burned graphics, so removing is the safe form of cleaning). Group lengths and
    public attributes that pydicom's dictionary does not know are removed (their content is
@@ -21,11 +23,13 @@ know the receiving IOD, so we keep the object valid for all of them): X/Z -> Z, 
 X/Z/U* -> U (references stay, remapped), Z/D and X/Z/D -> D unless :data:`_KNOWN_TYPE` says the
 attribute is Type 2/3 wherever this node meets it, then Z. Z empties, D writes a dummy valid for
 the VR (a keyed UID for UI; a sequence under D is recursed), C cleans by VR: dates shifted, text
-stripped of tokens that carry the instance's identifiers (names, IDs, accession, dates) or look
-like dates or long numbers, sequences recursed.
+cleaned by :mod:`.identifiers` (the instance's names, IDs and dates in every script and written
+form, any other date, numbers of 5+ digits), sequences recursed. I (text rules only, and text
+the table keeps) removes the instance's identifiers and own dates and nothing else.
 
-Speed: the action map is a dict from int tag to one letter, built once per profile. Elements we
-keep are decoded (pydicom's conversion, which also gives a UN element its dictionary VR) and
+Speed: the action map is a dict from int tag to one letter, built once per profile. Raw ASCII
+text that holds no identifier substring and nothing date-like is not scanned further. Elements
+we keep are decoded (pydicom's conversion, which also gives a UN element its dictionary VR) and
 re-encoded from their values when written: raw bytes are never copied through.
 """
 
@@ -123,7 +127,18 @@ _KNOWN_UIDS = frozenset(UID_dictionary) | {IMPLEMENTATION_CLASS_UID}
 #: Text VRs the engine cleans (C) or checks (I) when no rule keeps them exactly.
 _CLEAN_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "CS", "AE"})
 _SINGLE_VALUED = frozenset({"ST", "LT", "UT"})
+#: Modality defined terms (PS3.3 C.7.3.1.1.1): kept even when a name part spells one (a
+#: patient "CT" must not leave an image without its modality).
+_MODALITY_TERMS = (
+    "AR ASMT AU BDUS BI BMD CFM CR CT CTPROTOCOL DMS DG DOC DX ECG EEG EMG EOG EPS ES FID GM HC "
+    "HD IO IOL IVOCT IVUS KER KO LEN LS MG MR M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS "
+    "OT PA PLAN POS PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD "
+    "RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA XA XAPROTOCOL XC")
+_MODALITIES = frozenset(_MODALITY_TERMS.split())
 TEXT_RULES_RESOURCE = "text-rules.json"
+#: Text longer than this (bytes) is emptied rather than scanned (a 10 MB "comment" must not
+#: cost seconds of a reception thread).
+_MAX_CLEAN_BYTES = 65536
 
 
 @lru_cache(maxsize=2)
@@ -190,6 +205,7 @@ class Deidentifier:
             self._rules.update(dict.fromkeys(_ISSUERS, "X"))
         # Text attributes beyond the table (data/text-rules.json); the table itself wins.
         self._exact: set[int] = set()
+        self._text_rule_tags: set[int] = set()
         for tag, act, opts in load_text_rules():
             if tag in p.actions:
                 continue
@@ -199,6 +215,7 @@ class Deidentifier:
             if act == "K":
                 self._exact.add(tag)
             self._rules[tag] = act
+            self._text_rule_tags.add(tag)
         self._auto: dict[int, str] = {}
         self._vr: dict[int, str | None] = {}
         self._safe = {(s.group, s.creator.upper(), s.element) for s in p.safe_private}
@@ -418,8 +435,9 @@ class Deidentifier:
             vr = raw.VR
             if vr is None or vr == "UN":
                 vr = self._dict_vr(tag)
-            if strict and listed is None and act in ("K", "C") and vr in _FREE_TEXT_VRS:
-                act = strict
+            if strict and (listed is None or tag in self._text_rule_tags) \
+                    and act in ("K", "C", "I") and vr in _FREE_TEXT_VRS:
+                act = strict  # the enclosing sequence's D (or C) is stricter than a text rule
             if vr in _CLEAN_VRS and act in ("C", "I", "K"):
                 if act == "K" and tag in self._exact:
                     continue
@@ -513,6 +531,9 @@ class Deidentifier:
                 return
             if _ids.quick_clear(b, ids, free):
                 return
+            if len(b) > _MAX_CLEAN_BYTES:  # too long to scan cheaply: not kept at all
+                ds.add_new(tag, vr, "" if free else str(_DUMMY.get(vr, "ANON")))
+                return
             chunks = [b] if vr in _SINGLE_VALUED else b.split(b"\\")
             try:
                 values = [_ids.decode_text(c, ctx.enc).rstrip(" \0") for c in chunks]
@@ -526,9 +547,13 @@ class Deidentifier:
                 return
             multi = isinstance(value, MultiValue | list)
             values = [str(v) for v in value] if multi else [str(value)]
+            if sum(map(len, values)) > _MAX_CLEAN_BYTES:
+                ds.add_new(tag, vr, "" if free else str(_DUMMY.get(vr, "ANON")))
+                return
         cleaned = [_ids.clean_text(v, ids, free=free, offset=ctx.text_offset) for v in values]
         if not free:  # coded values are often Type 1: a dummy rather than an empty value
-            cleaned = [c if c or not v else str(_DUMMY.get(vr, "ANON")) for c, v in
+            cleaned = [c if c or not v else v if tag == 0x00080060 and v in _MODALITIES
+                       else str(_DUMMY.get(vr, "ANON")) for c, v in
                        zip(cleaned, values, strict=True)]
         if isinstance(raw, RawDataElement) or cleaned != values:
             if cleaned == values:

@@ -326,10 +326,12 @@ class Identifiers:
         for v in values:
             if not v or not v.strip():
                 continue
-            b.name(v, phrase=True)
-            b.ident(v)
-            for dm in find_dates(fold(v)):
+            found = find_dates(fold(v))
+            for dm in found:
                 b.dates.update(dm.readings)
+            if any(c.isalpha() for c in v) and not found:  # a UID, number or date is no name
+                b.name(v, phrase=True)
+            b.ident(v)
             if re.fullmatch(r"\s*\d{8}\s*", v):
                 b.da(v.strip())
         return b.build()
@@ -340,6 +342,11 @@ class Identifiers:
         if not d:
             d["loose"] = frozenset(loose(n) for n in self.names if len(loose(n)) >= 3)
             d["bare"] = frozenset(_strip_marks(n) for n in self.names)
+            # what the substring pre-test cannot see: names whose loose or unaccented form
+            # differs from the name ("müller" -> "muler", "tarou" -> "taro")
+            d["loose_extra"] = tuple(sorted(
+                {loose(n) for n in self.names if loose(n) != n and len(loose(n)) >= 3}
+                | {b for b in d["bare"] if b not in self.names}))
             d["long_names"] = tuple(n for n in self.names if len(n) >= 4)
             d["long_ids"] = tuple(i for i in self.ids if len(i) >= 4)
             d["parts"] = self.names | self.initials
@@ -396,8 +403,13 @@ class _Builder:
                         if piece:
                             self.cjk.add(piece)
                     continue
+                if any(c.isdigit() for c in f):  # "CQ500-CT-310": a code, not a name
+                    self.ident(f)
+                    continue
                 for piece in _PN_SPLIT_RE.split(f):
                     piece = piece.strip()
+                    if not piece or piece.isdigit():  # numbers are not name parts
+                        continue
                     if len(piece) == 1 and piece.isalpha():
                         self.initials.add(piece)
                     elif len(piece) >= 2:
@@ -447,12 +459,20 @@ class _Builder:
                         self.dates.add(d)
 
     def build(self) -> Identifiers:
+        # Not identifiers: the words of anonymised sources, and numbers of 1 to 3 digits
+        # (a Study ID "10" would otherwise remove every "10 mm" and flag every date).
+        ids = {i for i in self.ids if i not in _NOT_IDENTIFYING
+               and not (i.isdigit() and len(i) < 4)}
         return Identifiers(
-            names=frozenset(self.names), initials=frozenset(self.initials),
+            names=frozenset(self.names - _NOT_IDENTIFYING), initials=frozenset(self.initials),
             cjk_names=frozenset(x for x in self.cjk if x),
-            cjk_full=frozenset(self.cjk_full), ids=frozenset(self.ids),
-            words=frozenset(self.words), dates=frozenset(self.dates),
+            cjk_full=frozenset(self.cjk_full), ids=frozenset(ids),
+            words=frozenset(self.words - _NOT_IDENTIFYING), dates=frozenset(self.dates),
             birth_dates=frozenset(self.birth))
+
+
+_NOT_IDENTIFYING = frozenset({"anon", "anonymous", "anonymized", "anonymised", "unknown",
+                              "none", "n/a"})
 
 
 #: Where an instance's identifiers live (top level, and in the sequences below).
@@ -482,8 +502,8 @@ def identifier_tokens(ds: object, *, dates: bool = True) -> Identifiers:
     """The normalised identifiers of a pydicom Dataset (read it *before* de-identification).
 
     ``dates=False`` leaves dates out (a profile that keeps full dates does not treat them as
-    identifying). Values that cannot be decoded are skipped here; the strict readers refuse
-    them elsewhere."""
+    identifying), except birth dates, which no option keeps. Values that cannot be decoded
+    are skipped here; the strict readers refuse them elsewhere."""
     b = _Builder()
     _collect(ds, b, dates, 0)
     return b.build()
@@ -509,7 +529,7 @@ def _collect(ds: object, b: _Builder, dates: bool, depth: int) -> None:
             elif tag in PHRASE_TAGS:
                 for v in _values(value):
                     b.phrase(str(v))
-            elif dates and (tag in DATE_TAGS or tag in BIRTH_TAGS):
+            elif (dates and tag in DATE_TAGS) or tag in BIRTH_TAGS:  # birth dates always
                 for v in _values(value):
                     b.da(str(v), birth=tag in BIRTH_TAGS)
             elif dates and tag in DATETIME_TAGS:
@@ -590,7 +610,13 @@ def _latin_word_hit(w: str, ids: Identifiers, d: dict) -> bool:
                         or (w[-1] in ids.initials and w[:-1] in ids.names)):
         return True
     pieces = _ALNUM_SPLIT_RE.findall(w)
-    return bool(len(pieces) > 1 and any(p in ids.names or p in ids.ids for p in pieces))
+    # "DOE1961": letters glued to digits. Hex strings (our own pseudonyms, seals) split into
+    # random short letter runs, so a run of hex letters counts only from 4 characters on.
+    return len(pieces) > 1 and any((p in ids.names and (len(p) >= 4 or not _HEX_RE.match(p)))
+                                   or p in ids.ids for p in pieces)
+
+
+_HEX_RE = re.compile(r"^[a-f]+$")
 
 
 def _chunk_hit(chunk: str, ids: Identifiers, d: dict) -> bool:
@@ -636,7 +662,8 @@ def _scan(text: str, ids: Identifiers, mode: str, offset: int | None,
     edits: list[tuple[int, int, str]] = []  # folded [s, e) -> replacement
     hit = False
     # 1. dates
-    for dm in find_dates(folded):
+    dates_found = find_dates(folded)
+    for dm in dates_found:
         own = bool(set(dm.readings) & ids.dates)
         if mode != "free" and not own:
             continue
@@ -654,7 +681,8 @@ def _scan(text: str, ids: Identifiers, mode: str, offset: int | None,
             edits.append((dm.start, dm.end, _format_shifted(dm, folded, new)))
         else:
             edits.append((dm.start, dm.end, ""))
-    taken = [(s, e) for s, e, _ in edits]
+    # a date is a date: its digits are not IDs, whatever is done with it
+    taken = [(dm.start, dm.end) for dm in dates_found]
     # 2. names, IDs, long numbers, chunk by chunk
     removed_name_at: list[int] = []
     latin: list[tuple[int, int]] = []
@@ -734,6 +762,11 @@ def quick_clear(raw: bytes, ids: Identifiers, free: bool) -> bool:
     low = raw.lower()
     if any(t in low for t in d["ascii"]):
         return False
+    if d["loose_extra"]:
+        text = loose(low.decode("ascii"))
+        if any(t in text for t in d["loose_extra"]) or any(
+                t in low.decode("ascii") for t in d["loose_extra"]):
+            return False
     if (free or ids.dates) and _DIGIT_B.search(raw) and (
             _MAYBE_DATE_B.search(low) or (free and _LONG_B.search(raw))):
         return False
