@@ -386,3 +386,63 @@ def test_invited_colleague_logs_in_after_a_restart(shared: TlsNode, netns: Netns
         assert "carol" in n.get("/modalities").json()
     finally:
         n.stop()
+
+
+def test_every_command_of_a_plain_invite_sheet_works(tmp_path: Path) -> None:
+    """A local node without TLS: the sheet's echoscu, findscu and movescu, run as printed from
+    the invited AET, find and retrieve; its curl works once the node has restarted."""
+    import html
+    import re
+
+    _dcmtk("movescu")
+    data = tmp_path / "node"
+    data.mkdir()
+    ports = (free_port(), free_port())
+    node = start_shared(data, aet="PLAIN", ports=ports)
+    move_port = free_port()
+    try:
+        assert node.post("/instances", data=to_bytes(_ct()),
+                         headers={"Content-Type": "application/dicom"}).status_code == 200
+        study_uid = node.get("/studies?expand").json()[0]["MainDicomTags"]["StudyInstanceUID"]
+        env = {**os.environ, "TEACHFILE_DATA": str(data), "TEACHFILE_AET": "PLAIN",
+               "TEACHFILE_DICOM_PORT": str(ports[0]), "TEACHFILE_HTTP_PORT": str(ports[1]),
+               "TEACHFILE_ADMIN_PASSWORD": PASSWORD}
+        out = tmp_path / "sheet"
+        r = subprocess.run([str(Path(sys.executable).with_name("teachfile")), "invite", "dave",
+                            "--role", "contributor", "--aet", "DAVEVIEW", "--host", LOOPBACK,
+                            "--port", str(move_port), "--node-host", LOOPBACK, "--out",
+                            str(out)], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "local only" in r.stdout  # told that colleagues cannot reach the web port yet
+        page = (out / "dave.html").read_text()
+        blocks = [html.unescape(b) for b in re.findall(r"<pre>(.*?)</pre>", page, re.S)]
+        dicom = [line for b in blocks for line in b.splitlines()
+                 if line.split(" ", 1)[0] in ("echoscu", "findscu", "movescu")]
+        assert [c.split(" ", 1)[0] for c in dicom] == ["echoscu", "findscu", "movescu"]
+        od = tmp_path / "moved"
+        od.mkdir()
+        for cmd in dicom:
+            cmd = cmd.replace("STUDY_UID", study_uid).replace("-od .", f"-od {od}")
+            r = subprocess.run(["bash", "-c", cmd + " -v"], capture_output=True, text=True,
+                               timeout=60)
+            assert r.returncode == 0, (cmd, r.stderr)
+            assert "Failed" not in r.stderr and "Rejected" not in r.stderr, (cmd, r.stderr)
+        assert list(od.iterdir())  # movescu received the study as DAVEVIEW
+    finally:
+        node.stop()
+    node = start_shared(data, aet="PLAIN", ports=ports)
+    try:
+        curl = next(b for b in blocks if b.startswith("curl"))
+        password = network_password(data, "dave")
+        r = subprocess.run(["bash", "-c", curl.replace("-u dave", f"-u dave:{password}")
+                            + " -f -o /dev/null -w '%{http_code}'"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.stdout == "200", (curl, r.stderr)
+    finally:
+        node.stop()
+
+
+def network_password(data: Path, user: str) -> str:
+    from teachfile.node import network
+
+    return network.load(data / "network.json").users[user].password
