@@ -19,7 +19,6 @@ import jinja2
 import yaml
 
 from ..errors import ConfigError
-from ..node.roles import allowed
 from .model import Participant, Roster, is_ipv4
 from .pki import CONTAINER_DIR
 from .source import PERMISSIONS
@@ -228,6 +227,8 @@ def node_config(roster: Roster, p: Participant) -> dict[str, Any]:
 
 def _commands(roster: Roster, p: Participant) -> dict[str, Any]:
     """The handout's facts, pre-quoted for shells, so the template only lays them out."""
+    from ..node.roles import allowed
+
     s = roster.server
     role = p.role
     return {
