@@ -55,14 +55,19 @@ class Netns:
                               text=True, timeout=timeout)
 
 
+#: This machine's address on the veth pair (put in the node certificate whether or not the
+#: namespace can be made, so that the HTTPS and DICOM TLS tests never depend on it).
+_OCTET = 16 + os.getpid() % 200
+HOST_IP, REMOTE_IP = f"10.231.{_OCTET}.1", f"10.231.{_OCTET}.2"
+
+
 @pytest.fixture(scope="module")
 def netns() -> Iterator[Netns]:
     if shutil.which("ip") is None:
         pytest.skip("iproute2's ip is not installed: no network namespace for a remote client")
     tag = f"{os.getpid() % 100000}"
     name, veth_host, veth_ns = f"tfshare{tag}", f"tfh{tag}", f"tfn{tag}"
-    octet = 16 + os.getpid() % 200
-    host_ip, remote_ip = f"10.231.{octet}.1", f"10.231.{octet}.2"
+    host_ip, remote_ip = HOST_IP, REMOTE_IP
     setup = [
         ["ip", "netns", "add", name],
         ["ip", "link", "add", veth_host, "type", "veth", "peer", "name", veth_ns],
@@ -196,9 +201,9 @@ def test_network_survives_two_restarts(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory, netns: Netns) -> Iterator[Node]:
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     data = tmp_path_factory.mktemp("shared")
-    n = start_shared(data, public=True, dicom_tls=True, hosts=(netns.host_ip,))
+    n = start_shared(data, public=True, dicom_tls=True, hosts=(HOST_IP,))
     yield n
     n.stop()
 
@@ -366,7 +371,7 @@ def _move_tls(node: Node, files: Path, aet: str, study_uid: str) -> int:
     return status
 
 
-def test_invited_colleague_logs_in_after_a_restart(shared: TlsNode, netns: Netns) -> None:
+def test_invited_colleague_logs_in_after_a_restart(shared: TlsNode) -> None:
     """Users need a restart (Orthanc reads RegisteredUsers at start-up); after one, the
     password on the sheet works over HTTPS with the viewer role."""
     from teachfile.node import network
@@ -377,7 +382,7 @@ def test_invited_colleague_logs_in_after_a_restart(shared: TlsNode, netns: Netns
     ports = (shared.dicom_port, shared.http_port)
     shared.stop()
     n = start_shared(shared.data_dir, public=True, dicom_tls=True,
-                     hosts=(netns.host_ip,), ports=ports)
+                     hosts=(HOST_IP,), ports=ports)
     try:
         carol = ("carol", net.users["carol"].password)
         assert n.get("/teachfile/status", auth=carol).status_code == 200
