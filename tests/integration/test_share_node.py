@@ -306,7 +306,8 @@ def test_invited_colleague_finds_and_retrieves(shared: TlsNode, tmp_path: Path) 
     status = shared.status()
     for token in ("CAROLVIEW", shared.aet, str(shared.dicom_port),
                   status["sharing"]["tls_fingerprint_sha256"], "Horos", "Weasis", "RadiAnt",
-                  f"https://localhost:{shared.http_port}/teachfile/"):
+                  f"https://localhost:{shared.http_port}/teachfile/",
+                  f"https://localhost:{shared.http_port}/teachfile/ui/"):
         assert token in sheet, token
     assert "PRIVATE KEY" not in sheet
     assert (out / "carol.key").stat().st_mode & 0o777 == 0o600
