@@ -64,8 +64,9 @@ def test_cli_modalities_and_users(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed (apt package systemd; scripts/setup)")
-    exe = shutil.which("true") or "/bin/true"
-    unit = render_unit(user="root", data=tmp_path / "data", exe=exe,
+    from teachfile.cli.service import teachfile_executable
+
+    unit = render_unit(user="teachfile", data=tmp_path / "data", exe=teachfile_executable(),
                        environment={"TEACHFILE_PUBLIC": "1"})
     for needed in ("Restart=always", "After=network-online.target", "NoNewPrivileges=yes",
                    "ProtectSystem=strict", "PrivateTmp=yes", f"ReadWritePaths={tmp_path}"):
