@@ -75,6 +75,23 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     }
     return real_connect(fd, addr, len);
 }
+
+/* pynetdicom binds its client socket to ("", 0) itself before connecting: give such a bind
+   the source address instead (a listening bind names a port and is left alone). */
+int bind(int fd, const struct sockaddr *addr, socklen_t len) {
+    static int (*real_bind)(int, const struct sockaddr *, socklen_t);
+    if (!real_bind) real_bind = dlsym(RTLD_NEXT, "bind");
+    const char *source = getenv("TEACHFILE_SOURCE_ADDRESS");
+    if (source && addr && addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+        if (in->sin_port == 0 && in->sin_addr.s_addr == htonl(INADDR_ANY)) {
+            struct sockaddr_in local = *in;
+            if (inet_pton(AF_INET, source, &local.sin_addr) == 1)
+                return real_bind(fd, (struct sockaddr *)&local, sizeof local);
+        }
+    }
+    return real_bind(fd, addr, len);
+}
 """
 
 
@@ -571,3 +588,71 @@ def test_a_rendered_node_config_runs_the_plugin(workshop: Workshop, tmp_path: Pa
         assert echo.status_code == 200, node.log_tail()
     finally:
         node.stop()
+
+
+# --------------------------------------------------------------------------- the handout
+
+
+def handout_commands(page: str) -> list[str]:
+    """Every command block (``<pre>``) of a rendered handout, as the participant copies it."""
+    import html
+
+    return [html.unescape(b) for b in re.findall(r"<pre>(.*?)</pre>", page, re.S)]
+
+
+def test_every_handout_command_works_for_its_participant(workshop: Workshop, shim: Path | None,
+                                                          tmp_path: Path) -> None:
+    """Each block of workshop01's handout, run as printed (placeholders filled in) from
+    workshop01's own address: nothing a handout prints answers 403 or is refused."""
+    if shim is None:
+        pytest.skip("no C compiler for the source-address shim")
+    if shutil.which("movescu") is None:
+        pytest.skip("DCMTK is not installed")
+    p = workshop.roster.participants[0]
+    page = (workshop.rendered / "handouts" / f"{p.name}.html").read_text()
+    blocks = handout_commands(page)
+    assert blocks and not any("/modalities/" in b and "/store" in b for b in blocks
+                              if p.role not in ("admin",))
+    study_uid = sorted(workshop.studies)[0]
+    orthanc_id = workshop.server.get("/studies")[0]
+    image = tmp_path / "image.dcm"
+    image.write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "a.dcm").write_bytes(image.read_bytes())
+    env = {**os.environ, "LD_PRELOAD": str(shim), "TEACHFILE_SOURCE_ADDRESS": p.host}
+    python = str(Path(os.sys.executable))
+    ran = 0
+    for block in blocks:
+        script = (block.replace("STUDY_UID", study_uid).replace("ORTHANC_STUDY_ID", orthanc_id)
+                  .replace("python3 - <<", f"{python} - <<"))
+        if script.startswith("storescp"):
+            continue  # a listener (TLS workshops only); covered by the TLS test
+        moving = script.startswith("movescu")
+        if script.startswith("curl"):  # how the test reads the answer's status
+            script += " -w '\\nHTTP_STATUS=%{http_code}\\n'"
+        if moving:  # movescu listens on the shared port itself (on every address)
+            workshop.listeners.stop()
+        try:
+            r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                               env=env, capture_output=True, text=True, timeout=120)
+        finally:
+            if moving:
+                workshop.listeners.start()
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, (script, out)
+        for bad in ("Rejected", "Peer aborted", "association refused", "Error", "Failed"):
+            assert bad not in out, (script, out)
+        if script.startswith("curl"):
+            assert "HTTP_STATUS=200" in out, (script, out)
+        for status in re.findall(r"status: (0x[0-9a-f]{4})", out):
+            assert status in ("0x0000", "0xff00", "0xff01"), (script, out)
+        if script.startswith("findscu"):
+            assert "Received Final Find Response (Success)" in out, out
+        if "send_c_find" in script:
+            assert "C-FIND status: 0x0000" in out and study_uid in out, out
+        if "send_c_move" in script:
+            assert "C-MOVE status: 0x0000" in out, out
+        if moving:
+            assert "Received Final Move Response (Success)" in out, out
+        ran += 1
+    assert ran >= 9  # echo x3, find x3, move x2, store x3 for a viewer with every permission

@@ -55,14 +55,19 @@ class Netns:
                               text=True, timeout=timeout)
 
 
+#: This machine's address on the veth pair (put in the node certificate whether or not the
+#: namespace can be made, so that the HTTPS and DICOM TLS tests never depend on it).
+_OCTET = 16 + os.getpid() % 200
+HOST_IP, REMOTE_IP = f"10.231.{_OCTET}.1", f"10.231.{_OCTET}.2"
+
+
 @pytest.fixture(scope="module")
 def netns() -> Iterator[Netns]:
     if shutil.which("ip") is None:
         pytest.skip("iproute2's ip is not installed: no network namespace for a remote client")
     tag = f"{os.getpid() % 100000}"
     name, veth_host, veth_ns = f"tfshare{tag}", f"tfh{tag}", f"tfn{tag}"
-    octet = 16 + os.getpid() % 200
-    host_ip, remote_ip = f"10.231.{octet}.1", f"10.231.{octet}.2"
+    host_ip, remote_ip = HOST_IP, REMOTE_IP
     setup = [
         ["ip", "netns", "add", name],
         ["ip", "link", "add", veth_host, "type", "veth", "peer", "name", veth_ns],
@@ -196,9 +201,9 @@ def test_network_survives_two_restarts(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory, netns: Netns) -> Iterator[Node]:
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     data = tmp_path_factory.mktemp("shared")
-    n = start_shared(data, public=True, dicom_tls=True, hosts=(netns.host_ip,))
+    n = start_shared(data, public=True, dicom_tls=True, hosts=(HOST_IP,))
     yield n
     n.stop()
 
@@ -301,7 +306,8 @@ def test_invited_colleague_finds_and_retrieves(shared: TlsNode, tmp_path: Path) 
     status = shared.status()
     for token in ("CAROLVIEW", shared.aet, str(shared.dicom_port),
                   status["sharing"]["tls_fingerprint_sha256"], "Horos", "Weasis", "RadiAnt",
-                  f"https://localhost:{shared.http_port}/teachfile/"):
+                  f"https://localhost:{shared.http_port}/teachfile/",
+                  f"https://localhost:{shared.http_port}/teachfile/ui/"):
         assert token in sheet, token
     assert "PRIVATE KEY" not in sheet
     assert (out / "carol.key").stat().st_mode & 0o777 == 0o600
@@ -366,7 +372,7 @@ def _move_tls(node: Node, files: Path, aet: str, study_uid: str) -> int:
     return status
 
 
-def test_invited_colleague_logs_in_after_a_restart(shared: TlsNode, netns: Netns) -> None:
+def test_invited_colleague_logs_in_after_a_restart(shared: TlsNode) -> None:
     """Users need a restart (Orthanc reads RegisteredUsers at start-up); after one, the
     password on the sheet works over HTTPS with the viewer role."""
     from teachfile.node import network
@@ -377,7 +383,7 @@ def test_invited_colleague_logs_in_after_a_restart(shared: TlsNode, netns: Netns
     ports = (shared.dicom_port, shared.http_port)
     shared.stop()
     n = start_shared(shared.data_dir, public=True, dicom_tls=True,
-                     hosts=(netns.host_ip,), ports=ports)
+                     hosts=(HOST_IP,), ports=ports)
     try:
         carol = ("carol", net.users["carol"].password)
         assert n.get("/teachfile/status", auth=carol).status_code == 200
@@ -386,3 +392,63 @@ def test_invited_colleague_logs_in_after_a_restart(shared: TlsNode, netns: Netns
         assert "carol" in n.get("/modalities").json()
     finally:
         n.stop()
+
+
+def test_every_command_of_a_plain_invite_sheet_works(tmp_path: Path) -> None:
+    """A local node without TLS: the sheet's echoscu, findscu and movescu, run as printed from
+    the invited AET, find and retrieve; its curl works once the node has restarted."""
+    import html
+    import re
+
+    _dcmtk("movescu")
+    data = tmp_path / "node"
+    data.mkdir()
+    ports = (free_port(), free_port())
+    node = start_shared(data, aet="PLAIN", ports=ports)
+    move_port = free_port()
+    try:
+        assert node.post("/instances", data=to_bytes(_ct()),
+                         headers={"Content-Type": "application/dicom"}).status_code == 200
+        study_uid = node.get("/studies?expand").json()[0]["MainDicomTags"]["StudyInstanceUID"]
+        env = {**os.environ, "TEACHFILE_DATA": str(data), "TEACHFILE_AET": "PLAIN",
+               "TEACHFILE_DICOM_PORT": str(ports[0]), "TEACHFILE_HTTP_PORT": str(ports[1]),
+               "TEACHFILE_ADMIN_PASSWORD": PASSWORD}
+        out = tmp_path / "sheet"
+        r = subprocess.run([str(Path(sys.executable).with_name("teachfile")), "invite", "dave",
+                            "--role", "contributor", "--aet", "DAVEVIEW", "--host", LOOPBACK,
+                            "--port", str(move_port), "--node-host", LOOPBACK, "--out",
+                            str(out)], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "local only" in r.stdout  # told that colleagues cannot reach the web port yet
+        page = (out / "dave.html").read_text()
+        blocks = [html.unescape(b) for b in re.findall(r"<pre>(.*?)</pre>", page, re.S)]
+        dicom = [line for b in blocks for line in b.splitlines()
+                 if line.split(" ", 1)[0] in ("echoscu", "findscu", "movescu")]
+        assert [c.split(" ", 1)[0] for c in dicom] == ["echoscu", "findscu", "movescu"]
+        od = tmp_path / "moved"
+        od.mkdir()
+        for cmd in dicom:
+            cmd = cmd.replace("STUDY_UID", study_uid).replace("-od .", f"-od {od}")
+            r = subprocess.run(["bash", "-c", cmd + " -v"], capture_output=True, text=True,
+                               timeout=60)
+            assert r.returncode == 0, (cmd, r.stderr)
+            assert "Failed" not in r.stderr and "Rejected" not in r.stderr, (cmd, r.stderr)
+        assert list(od.iterdir())  # movescu received the study as DAVEVIEW
+    finally:
+        node.stop()
+    node = start_shared(data, aet="PLAIN", ports=ports)
+    try:
+        curl = next(b for b in blocks if b.startswith("curl"))
+        password = network_password(data, "dave")
+        r = subprocess.run(["bash", "-c", curl.replace("-u dave", f"-u dave:{password}")
+                            + " -f -o /dev/null -w '%{http_code}'"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.stdout == "200", (curl, r.stderr)
+    finally:
+        node.stop()
+
+
+def network_password(data: Path, user: str) -> str:
+    from teachfile.node import network
+
+    return network.load(data / "network.json").users[user].password

@@ -86,6 +86,11 @@ def render_unit(*, user: str, data: Path, exe: str, env_file: Path | None = ENV_
         "CapabilityBoundingSet=",
         "AmbientCapabilities=",
         "SystemCallArchitectures=native",
+        "SystemCallFilter=@system-service",
+        "SystemCallErrorNumber=EPERM",
+        "RemoveIPC=yes",
+        "PrivateMounts=yes",
+        "ProtectProc=invisible",
         "LimitNOFILE=65536",
         "",
         "[Install]",
@@ -158,10 +163,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = s.add_parser("install", help="write, enable and start a systemd unit")
     p.add_argument("--user", default="teachfile", help="the dedicated system user (created)")
     p.add_argument("--data", default="/var/lib/teachfile", help="the node's data directory")
-    p.add_argument("--unit-dir", default=str(UNIT_DIR), help=argparse.SUPPRESS)
-    p.add_argument("--exe", help=argparse.SUPPRESS)
+    p.add_argument("--unit-dir", default=str(UNIT_DIR),
+                   help=f"where the unit goes (default {UNIT_DIR}; another directory only "
+                   "writes the file)")
+    p.add_argument("--exe", help="the teachfile command the unit runs (default: this one)")
     p.add_argument("--dry-run", action="store_true", help="print the unit, change nothing")
     p.set_defaults(func=_install)
     p = s.add_parser("uninstall", help="stop, disable and remove the unit")
-    p.add_argument("--unit-dir", default=str(UNIT_DIR), help=argparse.SUPPRESS)
+    p.add_argument("--unit-dir", default=str(UNIT_DIR),
+                   help=f"where the unit is (default {UNIT_DIR})")
     p.set_defaults(func=_uninstall)

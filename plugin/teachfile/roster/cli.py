@@ -86,6 +86,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         return roster
     try:
         paths = write(render(roster, args.templates), args.output)
+        if roster.tls:
+            from .pki import ensure_workshop_pki
+
+            paths += ensure_workshop_pki(roster, args.output)
     except ConfigError as exc:
         print(f"teachfile roster: {exc}", file=sys.stderr)
         return EXIT_INVALID

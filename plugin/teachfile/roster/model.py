@@ -91,6 +91,9 @@ class Roster:
     docker_config_path: str
     #: The compose network's subnet, when every address is IPv4 and fits one (else ``None``).
     subnet: str | None
+    #: ``tls: true``: a workshop CA, a certificate per node and for the server, DICOM TLS
+    #: everywhere and HTTPS on the server (see :mod:`teachfile.roster.pki`).
+    tls: bool = False
 
 
 # --------------------------------------------------------------------------- value checks
@@ -160,7 +163,7 @@ def pattern_problem(pattern: str) -> str | None:
 # --------------------------------------------------------------------------- YAML reading
 
 _TOP_KEYS = ("version", "title", "secret", "secret_env", "server", "participants", "peer_mode",
-             "plugin", "docker", "network")
+             "plugin", "docker", "network", "tls")
 _SERVER_KEYS = ("name", "aet", "host", "dicom_port", "http_port", "users",
                 "modalities_in_database")
 _USER_KEYS = ("name", "password", "role")
@@ -229,6 +232,7 @@ def _build(r: Reader, root: Node, env: Mapping[str, str]) -> Roster | None:
     title = r.string(top["title"], "title") if "title" in top else "Teaching-file workshop"
     secret = _secret(r, top, env)
     peer_mode = bool(r.boolean(top["peer_mode"], "peer_mode")) if "peer_mode" in top else False
+    tls = bool(r.boolean(top["tls"], "tls")) if "tls" in top else False
     plugin = _plugin(r, top.get("plugin"))
     image, config_path = "orthanc-teachfile:0.1.0", "/etc/orthanc/orthanc.json"
     if "docker" in top:
@@ -250,7 +254,7 @@ def _build(r: Reader, root: Node, env: Mapping[str, str]) -> Roster | None:
     if "participants" in top and not participants and not r.diagnostics:
         r.error(top["participants"], "the roster defines no participant")
     return Roster(title or "", server, tuple(participants), peer_mode, plugin, image,
-                  config_path, subnet)
+                  config_path, subnet, tls)
 
 
 def _secret(r: Reader, top: dict[str, Node], env: Mapping[str, str]) -> str | None:

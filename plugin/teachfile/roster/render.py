@@ -21,6 +21,7 @@ import yaml
 from ..errors import ConfigError
 from ..node.limits import answering_config
 from .model import Participant, Roster, is_ipv4
+from .pki import CONTAINER_DIR
 from .source import PERMISSIONS
 
 #: Where the default templates live in a checkout and in the Docker image (/opt/teachfile).
@@ -72,8 +73,30 @@ def modality(p: Participant, permissions: tuple[str, ...] | None = None) -> dict
     return entry
 
 
+def _tls(roster: Roster, stem: str, https: bool) -> dict[str, Any]:
+    """DICOM TLS (and HTTPS) for one configuration, with the files of :mod:`.pki` as mounted
+    in the container; nothing when the roster does not ask for TLS."""
+    if not roster.tls:
+        return {}
+    d = CONTAINER_DIR
+    out: dict[str, Any] = {
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": f"{d}/{stem}.crt",
+        "DicomTlsPrivateKey": f"{d}/{stem}.key",
+        "DicomTlsTrustedCertificates": f"{d}/ca.crt",
+        "DicomTlsRemoteCertificateRequired": True,
+        # Orthanc's own HTTPS client (peers) checks the workshop CA.
+        "HttpsCACertificates": f"{d}/ca.crt",
+        "HttpsVerifyPeers": True,
+    }
+    if https:
+        out.update(SslEnabled=True, SslCertificate=f"{d}/https.pem", SslMinimumProtocolVersion=4)
+    return out
+
+
 def server_modalities(roster: Roster) -> dict[str, dict[str, Any]]:
-    return {p.name: modality(p) for p in roster.participants}
+    return {p.name: {**modality(p), **({"UseDicomTls": True} if roster.tls else {})}
+            for p in roster.participants}
 
 
 def _security() -> dict[str, Any]:
@@ -129,7 +152,7 @@ def server_config(roster: Roster) -> dict[str, Any]:
         if p.role is not None:
             users[p.name] = p.password
             roles[p.name] = p.role
-    return {
+    config = {
         "Name": s.name,
         "DicomAet": s.aet,
         "DicomPort": s.dicom_port,
@@ -140,11 +163,42 @@ def server_config(roster: Roster) -> dict[str, Any]:
         "OrthancPeers": {},
         **_security(),
         **_plugin(roster, roles),
+        **_tls(roster, "server", https=False),
+        **_https_front(roster),
+    }
+    sharing = config.pop("TeachfileSharing", None)
+    if sharing is not None:
+        config["Teachfile"]["Sharing"] = sharing
+    return config
+
+
+#: Orthanc's own HTTP port inside the server's container when the plugin serves HTTPS.
+INTERNAL_HTTP_PORT = 18042
+
+
+def _https_front(roster: Roster) -> dict[str, Any]:
+    """HTTPS on the server's web port, terminated by the plugin (``teachfile.node.tlsfront``)
+    as a public ``make run`` node does: Orthanc's own ``SslEnabled`` crashes Debian's 1.10.1,
+    and this way the same configuration serves HTTPS on 1.10 and 1.13. Orthanc itself answers
+    loopback only, on an internal port."""
+    if not roster.tls:
+        return {}
+    s = roster.server
+    internal = INTERNAL_HTTP_PORT if s.http_port != INTERNAL_HTTP_PORT else INTERNAL_HTTP_PORT + 1
+    return {
+        "HttpPort": internal,
+        "RemoteAccessAllowed": False,
+        "HttpBindAddresses": ["127.0.0.1"],
+        "TeachfileSharing": {
+            "Public": True, "Https": True, "DicomTls": True, "TlsFingerprint": None,
+            "Front": {"Listen": "0.0.0.0", "Port": s.http_port,
+                      "Certificate": f"{CONTAINER_DIR}/https.pem"}},
     }
 
 
 def server_url(roster: Roster) -> str:
-    return f"http://{roster.server.host}:{roster.server.http_port}/"
+    scheme = "https" if roster.tls else "http"
+    return f"{scheme}://{roster.server.host}:{roster.server.http_port}/"
 
 
 def node_config(roster: Roster, p: Participant) -> dict[str, Any]:
@@ -153,9 +207,13 @@ def node_config(roster: Roster, p: Participant) -> dict[str, Any]:
     s = roster.server
     server_modality = {"AET": s.aet, "Host": s.host, "Port": s.dicom_port,
                        "Manufacturer": "Generic", **{k: True for k in _ALLOW_KEYS.values()}}
+    if roster.tls:
+        server_modality["UseDicomTls"] = True
     modalities = {s.name: server_modality}
     if roster.peer_mode:
-        modalities.update({o.name: modality(o) for o in roster.participants if o is not p})
+        modalities.update({o.name: {**modality(o), **({"UseDicomTls": True} if roster.tls
+                                                        else {})}
+                           for o in roster.participants if o is not p})
     peer: dict[str, Any] = {"Url": server_url(roster)}
     if p.role is not None:
         peer.update({"Username": p.name, "Password": p.password})
@@ -170,18 +228,30 @@ def node_config(roster: Roster, p: Participant) -> dict[str, Any]:
         "OrthancPeers": {s.name: peer},
         **_security(),
         **_plugin(roster, {p.name: "admin"}),
+        **_tls(roster, "node", https=False),
     }
 
 
 def _commands(roster: Roster, p: Participant) -> dict[str, Any]:
     """The handout's facts, pre-quoted for shells, so the template only lays them out."""
+    from ..node.roles import allowed
+
     s = roster.server
+    role = p.role
     return {
         "server_url": server_url(roster).rstrip("/"),
         "user": shlex.quote(f"{p.name}:{p.password}"),
         "aet": shlex.quote(p.aet),
         "server_aet": shlex.quote(s.aet),
         "server_host": shlex.quote(s.host),
+        # DCMTK's TLS flags and curl's CA, with the files handed out beside the handout.
+        "tls": "+tls node.key node.crt +cf ca.crt " if roster.tls else "",
+        "curl": "curl --cacert ca.crt" if roster.tls else "curl",
+        # Only what the participant's own server role may do is printed (the rest is 403).
+        "http_echo": role is not None and allowed(role, "POST", f"/modalities/{p.name}/echo"),
+        "http_find": role is not None and allowed(role, "POST", "/tools/find"),
+        "http_store": role is not None and allowed(role, "POST", f"/modalities/{p.name}/store"),
+        "http_upload": role is not None and allowed(role, "POST", "/instances"),
     }
 
 
@@ -195,7 +265,8 @@ def render(roster: Roster, templates: Path | None = None) -> dict[str, str]:
     common = {"roster": roster, "server": roster.server, "participants": roster.participants,
               "is_ipv4": is_ipv4, "permissions": PERMISSIONS,
               # Docker can pin addresses only when each container has its own.
-              "static_ips": roster.subnet is not None and len(set(hosts)) == len(hosts)}
+              "static_ips": roster.subnet is not None and len(set(hosts)) == len(hosts),
+              "tls_dir": CONTAINER_DIR}
     out: dict[str, str] = {}
     try:
         out["server/orthanc.json"] = env.get_template("server.json.j2").render(

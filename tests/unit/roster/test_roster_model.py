@@ -107,7 +107,7 @@ BAD = [
     ("unknown top-level key", "sever: {}\n" + GOOD,
      ["roster.yaml:1:1: unknown key 'sever' in the roster; did you mean 'server'? (known:"
       " version, title, secret, secret_env, server, participants, peer_mode, plugin, docker,"
-      " network)"]),
+      " network, tls)"]),
     ("unknown role", _swap("role: admin, password", "role: boss, password"),
      ["roster.yaml:13:67: participant role 'boss' is not one of admin, contributor, viewer"]),
     ("no admin user", _swap("role: admin}\n", "role: viewer}\n"),
