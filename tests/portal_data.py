@@ -20,6 +20,9 @@ def ct_stack(n: int, size: int = 128, seed: str = "portal", description: str = "
     series = generate_uid(entropy_srcs=[seed, "series"])
     yy, xx = np.mgrid[0:size, 0:size]
     r2 = (yy - size / 2) ** 2 + (xx - size / 2) ** 2
+    # Noise as a scanner makes it (about 15 HU), so compressed sizes and decode times are those
+    # of a real CT rather than of flat areas.
+    rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16))
     out = []
     for i in range(n):
         ds = copy.deepcopy(base)
@@ -48,7 +51,8 @@ def ct_stack(n: int, size: int = 128, seed: str = "portal", description: str = "
         hu[r2 < radius ** 2] = 60  # soft tissue
         hu[(r2 < (radius * 0.3) ** 2)] = 900  # bone
         hu[: size // 8, (i * 7) % size] = 400  # a marker moving with the slice
-        ds.PixelData = (hu + 1024).astype(np.int16).tobytes()
+        noisy = hu + rng.normal(0, 15, hu.shape).round().astype(np.int16)
+        ds.PixelData = (noisy + 1024).astype(np.int16).tobytes()
         for tag in ("LargestImagePixelValue", "SmallestImagePixelValue"):
             if tag in ds:
                 del ds[tag]
