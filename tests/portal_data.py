@@ -58,3 +58,35 @@ def ct_stack(n: int, size: int = 128, seed: str = "portal", description: str = "
                 del ds[tag]
         out.append(ds)
     return out
+
+
+def colour_image(seed: str = "colour", size: int = 96) -> pydicom.Dataset:
+    """A true-colour endoscopy frame (VL Endoscopic Image, no capture modality): red, green and
+    blue bands, so a viewer that drops colour shows grey."""
+    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds = copy.deepcopy(base)
+    for tag in list(ds.keys()):
+        if ds[tag].keyword in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth",
+                               "LargestImagePixelValue", "SmallestImagePixelValue"):
+            del ds[tag]
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.1"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.Modality = "ES"
+    ds.PatientID = "P" + hashlib.sha256(seed.encode()).hexdigest()[:12]
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[seed, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[seed, "series"])
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[seed, "instance"])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.StudyDescription = "Colour case"
+    ds.BurnedInAnnotation = "NO"
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    rgb = np.zeros((size, size, 3), dtype=np.uint8)
+    third = size // 3
+    rgb[:third, :, 0] = 220
+    rgb[third:2 * third, :, 1] = 200
+    rgb[2 * third:, :, 2] = 230
+    ds.PixelData = rgb.tobytes()
+    return ds

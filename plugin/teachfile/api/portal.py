@@ -474,10 +474,12 @@ def series(service: Service, req: Request, series_id: str) -> Response:
     try:
         ordered = _json(api.get(f"/series/{series_id}/ordered-slices")) or {}
         frames = []
-        for item in ordered.get("Dicom", []):
-            # "/instances/<id>/frames/<n>"
+        for item in ordered.get("Slices", []):
+            # "/instances/<id>/frames/<n>", in geometric order, multi-frame instances included
             parts = item.strip("/").split("/")
             frames.append({"instance": parts[1], "frame": int(parts[3])})
+        if not frames:
+            raise ValueError("no slices")
     except Exception:  # noqa: BLE001 - no geometry: the instances in their numbers' order
         insts = _json(api.get(f"/series/{series_id}/instances")) or []
         insts.sort(key=lambda i: (_num(i.get("MainDicomTags", {}).get("InstanceNumber")),
