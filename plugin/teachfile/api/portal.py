@@ -679,9 +679,14 @@ def retrieve(service: Service, req: Request) -> Response:
     if not isinstance(uid, str) or not uid or len(uid) > 64 or \
             not all(c.isdigit() or c == "." for c in uid):
         raise PortalError("study_instance_uid must be a UID")
-    job = _json(api.post(f"/modalities/{node}/move", json.dumps({
-        "Level": "Study", "Resources": [{"StudyInstanceUID": uid}],
-        "Asynchronous": True}).encode())) or {}
+    # Through a query and its asynchronous retrieve job: on Orthanc 1.10 a C-MOVE started with
+    # /modalities/{id}/move runs while this handler waits, and the incoming C-STOREs then wait
+    # for the interpreter this handler holds (a deadlock until the association times out).
+    query = _json(api.post(f"/modalities/{node}/query", json.dumps({
+        "Level": "Study", "Query": {"StudyInstanceUID": uid}}).encode())) or {}
+    own = str((_json(api.get("/system")) or {}).get("DicomAet", ""))
+    job = _json(api.post(f"/queries/{query.get('ID', '')}/retrieve", json.dumps({
+        "TargetAet": own, "Asynchronous": True}).encode())) or {}
     job_id = str(job.get("ID", ""))
     return Response(200, {"node": node, "study_instance_uid": uid, "job": job_id,
                           "job_path": f"/jobs/{job_id}"})
