@@ -222,6 +222,21 @@ def test_the_record_travels_as_dicom_and_is_searchable_on_the_receiving_node(
     b_study = lib["cases"][0]["study"]
     _wait(lambda: b.get(f"/teachfile/portal/cases/{b_study}").json()["record"]["key_images"]
           == [first])
+    # A contributor on B retrieves (C-MOVE) a case found on A only, as the portal's network
+    # search offers it.
+    for ds in ct_stack(2, seed="retrieve", description="Retrieval case"):
+        assert upload_rest(a, to_bytes(ds)).status_code == 200
+    found = b.get("/teachfile/search", params={"q": "retrieval", "timeout": "5"}).json()
+    remote = next(r for r in found["results"] if r["title"] == "Retrieval case")
+    assert remote["local_study"] is None and remote["sources"][0]["node"] == "nodea"
+    assert _as(b, "vera", "POST", "/teachfile/portal/retrieve", json={
+        "node": "nodea", "study_instance_uid": remote["study_instance_uid"]}).status_code == 403
+    r = _as(b, "carl", "POST", "/teachfile/portal/retrieve", json={
+        "node": "nodea", "study_instance_uid": remote["study_instance_uid"]})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["job"]
+    _wait(lambda: b.get(f"/teachfile/portal/jobs/{job_id}").json()["state"] == "Success")
+    assert b.get("/teachfile/portal/library", params={"q": "retrieval"}).json()["total"] == 1
 
 
 def pydicom_read(node: Node, instance: str) -> Any:

@@ -47,9 +47,9 @@ log = logging.getLogger("teachfile.portal")
 #: Orthanc metadata index of the portal's template extras (beside the case record's 4601).
 EXTRAS_METADATA = "4602"
 EXTRAS_METADATA_NAME = "teachfile-portal"
-#: How long a library entry's record is trusted before it is read again: records written by
-#: another replica or through ``PUT /teachfile/cases`` show up within this time.
-RECORD_TTL = 20.0
+#: How long a library entry is trusted without a change naming its study.
+SUMMARY_TTL = 600.0
+STALE_PER_CALL = 50
 THUMB_HEIGHT = 128
 
 _ROLE_RANK = {"viewer": 0, "contributor": 1, "admin": 2}
@@ -123,43 +123,85 @@ def static(service: Service, req: Request, name: str = "") -> Response:
 
 
 class _Library:
-    """Study summaries, cached by the study's LastUpdate (series, counts) and for
-    :data:`RECORD_TTL` seconds (the record): the first page of 1,000 cases costs one call to
-    Orthanc once the cache is warm."""
+    """Study summaries kept up to date from Orthanc's change log.
+
+    The first call reads every study; later calls read only ``/changes`` since the last one and
+    re-read the studies it names (new instances and series, record metadata written by any
+    process, deletions). The change log lives in the index, so a record written by another
+    replica of a PostgreSQL index shows up too. A summary older than :data:`SUMMARY_TTL` is read
+    again anyway, for the changes the log does not map to a study (an instance deleted from a
+    study that still has others).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[str, float, CaseSummary]] = {}
+        self._entries: dict[str, tuple[float, CaseSummary]] = {}
+        self._series_study: dict[str, str] = {}
+        self._seq: int | None = None
 
     def invalidate(self, study: str) -> None:
         with self._lock:
             self._entries.pop(study, None)
 
+    def _study_of(self, api: OrthancApi, change: Mapping[str, Any]) -> str | None:
+        kind, rid = change.get("ResourceType"), str(change.get("ID", ""))
+        if kind == "Study":
+            return rid
+        try:
+            if kind == "Series":
+                if rid not in self._series_study:
+                    self._series_study[rid] = str(
+                        (_json(api.get(f"/series/{rid}")) or {})["ParentStudy"])
+                return self._series_study[rid]
+            if kind == "Instance":
+                series = str((_json(api.get(f"/instances/{rid}")) or {})["ParentSeries"])
+                if series not in self._series_study:
+                    self._series_study[series] = str(
+                        (_json(api.get(f"/series/{series}")) or {})["ParentStudy"])
+                return self._series_study[series]
+        except Exception:  # noqa: BLE001 - deleted since: its study is re-read by age
+            return None
+        return None
+
+    def _changed(self, api: OrthancApi) -> tuple[set[str], set[str]]:
+        dirty: set[str] = set()
+        gone: set[str] = set()
+        while True:
+            page = _json(api.get(f"/changes?since={self._seq}&limit=1000")) or {}
+            for change in page.get("Changes", []):
+                if change.get("ChangeType") == "Deleted" and change.get("ResourceType") == "Study":
+                    gone.add(str(change.get("ID")))
+                    continue
+                if change.get("ResourceType") == "Patient":
+                    continue
+                study = self._study_of(api, change)
+                if study:
+                    dirty.add(study)
+            self._seq = int(page.get("Last", self._seq or 0))
+            if page.get("Done", True) or not page.get("Changes"):
+                return dirty, gone
+
     def all(self, api: OrthancApi) -> list[CaseSummary]:
-        studies = _json(api.get("/studies?expand")) or []
         now = time.monotonic()
-        out: list[CaseSummary] = []
-        live = set()
-        for info in studies:
-            sid = str(info.get("ID", ""))
-            live.add(sid)
-            last = str(info.get("LastUpdate", ""))
-            with self._lock:
-                cached = self._entries.get(sid)
-            if cached and cached[0] == last and now - cached[1] < RECORD_TTL:
-                out.append(cached[2])
-                continue
-            try:
-                summary = summarize(api, sid, info)
-            except Exception:  # noqa: BLE001 - a study deleted meanwhile
-                continue
-            with self._lock:
-                self._entries[sid] = (last, now, summary)
-            out.append(summary)
         with self._lock:
-            for gone in set(self._entries) - live:
-                del self._entries[gone]
-        return out
+            if self._seq is None:
+                self._seq = int((_json(api.get("/changes?last")) or {}).get("Last", 0))
+                wanted = set(_json(api.get("/studies")) or [])
+                self._entries.clear()
+            else:
+                dirty, gone = self._changed(api)
+                for study in gone | dirty:
+                    self._entries.pop(study, None)
+                wanted = (set(self._entries) | dirty) - gone
+            # A few old entries per call, so that they do not all expire in one slow call.
+            stale = set(sorted(s for s, (at, _) in self._entries.items()
+                               if now - at > SUMMARY_TTL)[:STALE_PER_CALL])
+            for study in (wanted - set(self._entries)) | stale:
+                try:
+                    self._entries[study] = (now, summarize(api, study))
+                except Exception:  # noqa: BLE001 - a study deleted meanwhile
+                    self._entries.pop(study, None)
+            return [summary for _, summary in self._entries.values()]
 
 
 LIBRARY = _Library()
@@ -432,10 +474,12 @@ def series(service: Service, req: Request, series_id: str) -> Response:
     try:
         ordered = _json(api.get(f"/series/{series_id}/ordered-slices")) or {}
         frames = []
-        for item in ordered.get("Dicom", []):
-            # "/instances/<id>/frames/<n>"
+        for item in ordered.get("Slices", []):
+            # "/instances/<id>/frames/<n>", in geometric order, multi-frame instances included
             parts = item.strip("/").split("/")
             frames.append({"instance": parts[1], "frame": int(parts[3])})
+        if not frames:
+            raise ValueError("no slices")
     except Exception:  # noqa: BLE001 - no geometry: the instances in their numbers' order
         insts = _json(api.get(f"/series/{series_id}/instances")) or []
         insts.sort(key=lambda i: (_num(i.get("MainDicomTags", {}).get("InstanceNumber")),
@@ -635,9 +679,14 @@ def retrieve(service: Service, req: Request) -> Response:
     if not isinstance(uid, str) or not uid or len(uid) > 64 or \
             not all(c.isdigit() or c == "." for c in uid):
         raise PortalError("study_instance_uid must be a UID")
-    job = _json(api.post(f"/modalities/{node}/move", json.dumps({
-        "Level": "Study", "Resources": [{"StudyInstanceUID": uid}],
-        "Asynchronous": True}).encode())) or {}
+    # Through a query and its asynchronous retrieve job: on Orthanc 1.10 a C-MOVE started with
+    # /modalities/{id}/move runs while this handler waits, and the incoming C-STOREs then wait
+    # for the interpreter this handler holds (a deadlock until the association times out).
+    query = _json(api.post(f"/modalities/{node}/query", json.dumps({
+        "Level": "Study", "Query": {"StudyInstanceUID": uid}}).encode())) or {}
+    own = str((_json(api.get("/system")) or {}).get("DicomAet", ""))
+    job = _json(api.post(f"/queries/{query.get('ID', '')}/retrieve", json.dumps({
+        "TargetAet": own, "Asynchronous": True}).encode())) or {}
     job_id = str(job.get("ID", ""))
     return Response(200, {"node": node, "study_instance_uid": uid, "job": job_id,
                           "job_path": f"/jobs/{job_id}"})

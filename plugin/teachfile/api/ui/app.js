@@ -402,11 +402,14 @@ async function showAdmin() {
   if (!me.may_admin) { main.innerHTML = '<p>The admin page needs the admin role.</p>'; return; }
   const [st, ref, nodes] = await Promise.all([api('/teachfile/status'), api('/teachfile/refusals?limit=20'), api(`${API}/nodes`)]);
   const counters = st.counters || {};
-  const flat = Object.entries(counters).filter(([, v]) => typeof v !== 'object');
+  const rows = [];
+  Object.entries(counters).forEach(([k, v]) => {
+    if (v && typeof v === 'object') Object.entries(v).forEach(([r, n]) => rows.push([`${k}: ${r}`, n]));
+    else rows.push([k, v]);
+  });
   main.innerHTML = `<section class="admin"><h1>Node</h1>
-    <p>Key fingerprint <code id="fingerprint">${esc(st.key_fingerprint || st.key?.fingerprint || '')}</code> · profile ${esc(st.profile?.name || st.profile || '')} · Orthanc ${esc(st.versions?.orthanc_version || '')}</p>
-    <h2>Counters</h2><table>${flat.map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join('')}
-    ${Object.entries(counters.refused_by_reason || {}).map(([k, v]) => `<tr><td>refused: ${esc(k)}</td><td>${esc(v)}</td></tr>`).join('')}</table>
+    <p>Key fingerprint <code id="fingerprint">${esc(st.key_fingerprint || '')}</code> · key check ${esc(st.key_check?.state || 'n/a')} · profile ${esc(st.profile?.name || '')} ${esc(st.profile?.version || '')} · Orthanc ${esc(st.orthanc_version || '')} · up ${esc(Math.round(st.uptime_seconds || 0))} s</p>
+    <h2>Counters</h2><table class="counters">${rows.map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join('')}</table>
     <h2>Last refusals</h2><table class="refusals"><tr><th>When</th><th>Origin</th><th>Reason</th><th>Why</th></tr>
     ${ref.refusals.map((r) => `<tr><td>${esc(r.time || r.when || '')}</td><td>${esc(r.origin)} ${esc(r.calling_aet || '')}</td><td>${esc(r.reason)}</td><td>${esc(r.detail || r.explanation || '')}</td></tr>`).join('') || '<tr><td colspan="4" class="muted">none</td></tr>'}</table>
     <h2>Nodes</h2><table class="nodes">${nodes.nodes.map((n) => `<tr><td>${esc(n.name)}</td><td>${esc(n.aet)}</td><td>${esc(n.host)}:${esc(n.port)}</td><td class="echo" data-node="${esc(n.name)}">…</td></tr>`).join('') || '<tr><td class="muted">no configured node</td></tr>'}</table></section>`;

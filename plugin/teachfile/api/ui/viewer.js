@@ -207,6 +207,7 @@ export class StackViewer {
         .then((buf) => {
           if (gen !== this.gen) return;
           this.cache.set(key, parseNpy(buf));
+          if (this.cache.size === this.frames.length) this.stats.allLoadedAt = performance.now();
           if (i === this.index) this.draw(true);
         })
         .catch(() => {})
@@ -276,6 +277,7 @@ export class StackViewer {
     const w = f.width * fit; const h = f.height * fit;
     ctx.imageSmoothingEnabled = true;
     ctx.drawImage(this.off, (cw - w) / 2 + this.panX, (ch - h) / 2 + this.panY, w, h);
+    if (this.stats.firstDrawAt === undefined) this.stats.firstDrawAt = performance.now();
     const asked = this.stats.requested.get(this.index);
     if (asked !== undefined) {
       this.stats.shown.push({ frame: this.index, ms: performance.now() - asked, draw: performance.now() - t0 });
