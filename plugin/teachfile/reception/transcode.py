@@ -335,7 +335,8 @@ class Verifier:
 
     * the first instance of every pixel format in a series (series, size, samples, bits
       allocated and stored, sign, photometric, planar configuration, source transfer syntax,
-      target syntax and options) is fully decoded and compared before that format is trusted;
+      target syntax and options, single- or multi-frame) is fully decoded and compared before
+      that format is trusted;
     * every other instance is decoded with probability ``sample_rate`` (default 5 %, drawn from
       :mod:`secrets`, so a sender cannot predict which);
     * a format that ever fails is distrusted for the life of the process: every later instance
@@ -404,7 +405,9 @@ def _format_key(ds: Dataset, ts: str, target: _Target) -> tuple[object, ...]:
     return (str(ds.get("SeriesInstanceUID", "")), int(ds.Rows), int(ds.Columns),
             int(ds.SamplesPerPixel), int(ds.BitsAllocated), int(ds.BitsStored),
             int(ds.PixelRepresentation), str(ds.PhotometricInterpretation).strip(),
-            int(ds.get("PlanarConfiguration", 0) or 0), ts, target)
+            int(ds.get("PlanarConfiguration", 0) or 0), ts, target,
+            # one frame is split by OpenJPEG's threads, several go one per worker: two code paths
+            int(ds.get("NumberOfFrames", 1) or 1) > 1)
 
 
 def _headers_match(streams: list[bytes], ds: Dataset, target: _Target) -> bool:
