@@ -219,10 +219,14 @@ class _Sink:
         self.seek = _SEEK_FN(self._seek)
 
     def _write(self, data: int, n: int, _user: int) -> int:
+        chunk = ctypes.string_at(data, n)
         end = self.pos + n
-        if end > len(self.buf):
-            self.buf.extend(b"\0" * (end - len(self.buf)))
-        ctypes.memmove((ctypes.c_char * n).from_buffer(self.buf, self.pos), data, n)
+        if self.pos == len(self.buf):  # the usual case: appending (one copy, not three)
+            self.buf += chunk
+        else:
+            if end > len(self.buf):
+                self.buf.extend(b"\0" * (end - len(self.buf)))
+            self.buf[self.pos:end] = chunk
         self.pos = end
         return n
 

@@ -11,8 +11,14 @@ Design choices worth knowing:
   ~40 % faster to decode for ~1 % larger files); without that library, and for lossy and HTJ2K,
   imagecodecs (OpenJPEG / OpenJPH) encodes. Both release the GIL, so reception threads encode at
   once; pylibjpeg-openjpeg holds the GIL and is not thread-safe.
-* Lossless output is proven, not assumed: the codestreams are decoded again (all frames or a sample)
-  and compared with the source pixels. A mismatch keeps the instance uncompressed: no silent loss.
+* Lossless output is proven, not assumed: every codestream's header is checked against the image
+  (:mod:`.codestream`), and the codestreams are decoded again and compared with the source pixels
+  for the first instance of every pixel format of a series plus a random sample
+  (``verification: sampled``, the default; ``all`` decodes everything), see :class:`Verifier`.
+  A mismatch keeps the instance uncompressed (no silent loss) and distrusts that format.
+* Frames of a multi-frame instance are encoded and decoded in parallel (one frame per worker
+  thread); a single frame is split by OpenJPEG's own threads. Both release the GIL, which
+  matters because Orthanc runs the received-instance callback one instance at a time.
 * An instance is never re-encoded if it is already lossy; instances the codec cannot represent are
   kept in their syntax with a short reason code. Only when no safe fallback exists does it raise
   :class:`~teachfile.errors.Refusal` ``"transcode-error"``.
@@ -329,7 +335,8 @@ class Verifier:
 
     * the first instance of every pixel format in a series (series, size, samples, bits
       allocated and stored, sign, photometric, planar configuration, source transfer syntax,
-      target syntax and options) is fully decoded and compared before that format is trusted;
+      target syntax and options, single- or multi-frame) is fully decoded and compared before
+      that format is trusted;
     * every other instance is decoded with probability ``sample_rate`` (default 5 %, drawn from
       :mod:`secrets`, so a sender cannot predict which);
     * a format that ever fails is distrusted for the life of the process: every later instance
@@ -398,7 +405,9 @@ def _format_key(ds: Dataset, ts: str, target: _Target) -> tuple[object, ...]:
     return (str(ds.get("SeriesInstanceUID", "")), int(ds.Rows), int(ds.Columns),
             int(ds.SamplesPerPixel), int(ds.BitsAllocated), int(ds.BitsStored),
             int(ds.PixelRepresentation), str(ds.PhotometricInterpretation).strip(),
-            int(ds.get("PlanarConfiguration", 0) or 0), ts, target)
+            int(ds.get("PlanarConfiguration", 0) or 0), ts, target,
+            # one frame is split by OpenJPEG's threads, several go one per worker: two code paths
+            int(ds.get("NumberOfFrames", 1) or 1) > 1)
 
 
 def _headers_match(streams: list[bytes], ds: Dataset, target: _Target) -> bool:
