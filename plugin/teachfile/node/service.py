@@ -36,7 +36,7 @@ from ..errors import REASONS, ConfigError
 from ..reception import seal
 from ..reception.deid import Deidentifier
 from ..reception.pipeline import Decision, Reception
-from ..reception.pixels import load_pixel_policy
+from ..reception.pixels import PixelPolicy, load_pixel_policy
 from ..reception.profile import Profile, load_profile
 from ..reception.pseudonym import Pseudonymizer
 from ..reception.transcode import TranscodePolicy, lossless_encoder
@@ -135,7 +135,8 @@ class Service:
             settings.storage_dir or settings.data_dir) / CASE_DIRECTORY)
         self.reception = Reception(Deidentifier(self.profile, self.pseudonymizer),
                                    self.transcode_policy, self.pixel_policy,
-                                   settings.force_failure, case_titles=self.cases.title_for)
+                                   settings.force_failure, case_titles=self.cases.title_for,
+                                   text_reader=_ocr_gate_reader(self.pixel_policy))
         self.state = NodeState(settings.max_refusals)
         self.roles = Roles.from_config(settings.roles, dict.fromkeys(settings.users))
         self.key_check: KeyCheck | None = None
@@ -172,6 +173,8 @@ class Service:
         else:
             decision = self.reception.process(raw)
         if decision.store:
+            if decision.pixel_check:
+                self.state.count("pixels_checked", decision.pixel_check)
             if decision.transcoded:
                 self.state.count("transcoded", decision.transcode_reason or "default")
             else:
@@ -287,6 +290,19 @@ class Service:
                 "tls_fingerprint_sha256": self.settings.sharing.get("TlsFingerprint"),
             },
         }
+
+
+def _ocr_gate_reader(policy: PixelPolicy) -> Any:
+    """The OCR gate's reader when the pixel rules enable it and tesseract is installed."""
+    from ..reception.ocr import gate_words, ocr_available
+
+    if not policy.ocr_gate.enabled:
+        return None
+    if not ocr_available():
+        log.warning("teachfile: the pixel rules enable ocr_gate but tesseract is not installed "
+                    "(Debian package tesseract-ocr): images it would read stay refused")
+        return None
+    return gate_words
 
 
 def quiet_pydicom() -> None:
