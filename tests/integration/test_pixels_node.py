@@ -152,3 +152,25 @@ def test_a_workstation_capture_comes_in_only_when_ocr_reads_no_text(node: Node) 
     # The words OCR read (a name, an ID) are told to nobody: not the refusals, not the log.
     for word in ("SMITH", "JOHN", "12345678"):
         assert word not in json.dumps(refusals) and word not in node.log_text()
+
+
+def test_a_trusted_workstation_stores_captures_ocr_would_refuse(node_factory) -> None:
+    """An admin trusts one workstation (by AET, checked against its address) to clean its
+    captures: what the OCR gate refuses from anyone else is stored from it, and marked so."""
+    from captures import captures
+    from teachfile.reception.pipeline import TRUSTED_METHOD_NOTE
+
+    node = node_factory(aet="TRUSTING", extra_config={
+        "DicomModalities": {"osirix": ["OSIRIX", "127.0.0.1", 11112]},
+        "DicomCheckModalityHost": True,
+        "Teachfile": {"TrustedCaptureSenders": ["OSIRIX"]}})
+    texted = captures()["over-anatomy"]
+    assert send_pynetdicom(node, [texted], calling_aet="STRANGER") == [STATUS_PROCESSING_FAILURE]
+    assert node.instances() == []
+    assert send_pynetdicom(node, [texted], calling_aet="OSIRIX") == [0]
+    (stored,) = node.stored_datasets()
+    assert TRUSTED_METHOD_NOTE in list(stored.DeidentificationMethod)
+    counters = node.status()["counters"]
+    assert counters["pixels_checked_by_reason"] == {"trusted-sender": 1}
+    (refusal,) = node.get("/teachfile/refusals").json()["refusals"]
+    assert refusal["calling_aet"] == "STRANGER" and refusal["reason"] == "burned-in"

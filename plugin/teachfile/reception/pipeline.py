@@ -26,6 +26,8 @@ _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesIn
 #: Recorded in De-identification Method (0012,0063) of an instance the OCR gate let in: the
 #: pixels were not cleaned, they were read and found to carry no text.
 OCR_METHOD_NOTE = "pixels read by OCR (tesseract): no text found"
+#: Recorded instead when the instance came in on the word of a trusted sender.
+TRUSTED_METHOD_NOTE = "pixels not cleaned: sender trusted to clean captures"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class Decision:
     #: How the pixels were judged safe beyond the rules: ``ocr-no-text`` when the OCR gate
     #: read every frame of an image no rule cleans and found no text (see pixel rules).
     pixel_check: str | None = None
+    #: Stored only if the C-STORE comes from a sender trusted to clean its captures (the
+    #: caller checks the calling AET; any other origin refuses). ``detail`` then says why the
+    #: OCR gate alone would have refused.
+    needs_trusted_sender: bool = False
 
 
 class Reception:
@@ -59,7 +65,8 @@ class Reception:
                  output_check: check.OutputCheck | None = None,
                  check_bytes: bool = True,
                  case_titles: Callable[[str], str | None] | None = None,
-                 text_reader: Callable[[pydicom.Dataset], list[str]] | None = None) -> None:
+                 text_reader: Callable[[pydicom.Dataset], list[str]] | None = None,
+                 trusted_senders: bool = False) -> None:
         self.deidentifier = deidentifier
         self.pseudonymizer = deidentifier.pseudonymizer
         self.policy = policy
@@ -77,6 +84,9 @@ class Reception:
         #: The OCR gate's reader (:func:`teachfile.reception.ocr.gate_words`); None: no OCR,
         #: so images the gate would read stay refused.
         self.text_reader = text_reader
+        #: Some senders are trusted to clean their captures (``TrustedCaptureSenders``): what
+        #: the OCR gate would refuse is prepared for storage, marked ``needs_trusted_sender``.
+        self.trusted_senders = trusted_senders
 
     def process(self, raw: bytes) -> Decision:
         uid_hash: str | None = None
@@ -100,20 +110,26 @@ class Reception:
             # Burned-in text is judged on the original header (de-identification removes some
             # of the attributes pixel rules match on), cleaned after de-identification.
             plan = pixels.assess(ds, self.pixel_policy) if self.pixel_policy else None
-            ocr_checked = False
+            ocr_checked, pending = False, ""
             if plan is not None and plan.action == "refuse":
                 assert self.pixel_policy is not None
                 if not self.pixel_policy.ocr_gate.applies(plan):
                     raise Refusal("burned-in", plan.reason_code)
-                self._ocr_gate(ds, plan, self.pixel_policy.ocr_gate)
-                ocr_checked, plan = True, None
+                try:
+                    self._ocr_gate(ds, plan, self.pixel_policy.ocr_gate)
+                    ocr_checked = True
+                except Refusal as exc:
+                    if not self.trusted_senders:
+                        raise
+                    pending = exc.detail
+                plan = None
             # The identifiers are read before de-identification replaces them.
             tokens = self.output_check.tokens(ds) if self.check_bytes else None
             ds = self.deidentifier.deidentify(ds, self.case_titles)
             if plan is not None and plan.action == "clean":
                 ds = pixels.apply(ds, plan)
-            if ocr_checked:
-                _add_method_note(ds, OCR_METHOD_NOTE)
+            if ocr_checked or pending:
+                _add_method_note(ds, OCR_METHOD_NOTE if ocr_checked else TRUSTED_METHOD_NOTE)
                 seal.seal(ds, self.pseudonymizer)  # the method values are sealed
             sealed_uid = ds.SOPInstanceUID  # de-identification sealed the instance
             outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid,
@@ -137,7 +153,9 @@ class Reception:
         transcoded = outcome.status == "transcoded"
         return Decision(True, data=data, uid_hash=uid_hash, transcoded=transcoded,
                         transcode_reason=outcome.reason, stored_uids=stored,
-                        pixel_check="ocr-no-text" if ocr_checked else None)
+                        pixel_check="ocr-no-text" if ocr_checked else
+                        "trusted-sender" if pending else None,
+                        detail=safe_detail(pending), needs_trusted_sender=bool(pending))
 
     def _ocr_gate(self, ds: pydicom.Dataset, plan: pixels.PixelPlan,
                   gate: pixels.OcrGate) -> None:
