@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import requests
 
 from ..errors import TeachfileError
-from .neterrors import explain
+from ..neterrors import explain
 
 USER_ENV = "TEACHFILE_USER"
 PASSWORD_ENV = "TEACHFILE_PASSWORD"

@@ -130,7 +130,8 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("invite", help="add a colleague: user, DICOM entry and an access sheet")
     p.add_argument("name", help="the colleague's user name (also the modality's name)")
-    p.add_argument("--role", choices=sorted(ROLE_TEXT), default="viewer")
+    p.add_argument("--role", choices=sorted(ROLE_TEXT), default="viewer",
+                   help="what the colleague may do (default: viewer)")
     p.add_argument("--aet", help="the AE title of the colleague's viewer")
     p.add_argument("--host", help="the address of the colleague's computer")
     p.add_argument("--port", type=int, help="the viewer's DICOM (C-MOVE) port")

@@ -44,7 +44,7 @@ from .keycheck import REASON as KEY_MISMATCH
 from .keycheck import KeyCheck, check_directory
 from .keys import fingerprint, load_or_create_key
 from .records import DIRECTORY_NAME as CASE_DIRECTORY
-from .records import CaseStore
+from .records import CaseStore, use_store
 from .roles import Roles
 from .state import NodeState, Refusal
 
@@ -137,6 +137,7 @@ class Service:
             settings.pixel_rules or settings.config_dir / "pixel-rules.yaml")
         self.cases = CaseStore(settings.case_dir or (
             settings.storage_dir or settings.data_dir) / CASE_DIRECTORY)
+        use_store(self.cases)
         self.reception = Reception(Deidentifier(self.profile, self.pseudonymizer),
                                    self.transcode_policy, self.pixel_policy,
                                    settings.force_failure, case_titles=self.cases.title_for,

@@ -12,8 +12,8 @@ from typing import Any
 
 import requests
 
-from ..cli.neterrors import explain
 from ..errors import TeachfileError
+from ..neterrors import explain
 from .model import Roster
 from .render import server_modalities
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from teachfile.cli.main import build_parser, main
-from teachfile.cli.neterrors import explain
+from teachfile.neterrors import explain
 
 _CLASS_NAME = re.compile(r"\b(Invalid\w+|Missing\w+|\w+Error|\w+Timeout|\w+Exception)\b")
 
@@ -37,7 +37,7 @@ def test_help_describes_the_command_and_every_option() -> None:
     missing = [f"{path}: {a.option_strings or a.dest}"
                for path, p in _parsers(parser) for a in p._actions
                if not isinstance(a, argparse._SubParsersAction)
-               and (not a.help or a.help == argparse.SUPPRESS)]
+               and not a.help]  # SUPPRESS: an option hidden on purpose (tests only)
     assert missing == []
 
 
