@@ -23,9 +23,10 @@ RUN set -eu; \
       -r /opt/teachfile/docker/requirements.txt
 
 # The system OpenJPEG writes lossless JPEG 2000 with the code-block BYPASS style (faster to encode
-# and to verify); without it the plugin falls back to imagecodecs' bundled OpenJPEG.
+# and to verify); without it the plugin falls back to imagecodecs' bundled OpenJPEG. Tesseract
+# reads unruled captures for the pixel rules' OCR gate (without it they stay refused).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libopenjp2-7 \
+    && apt-get install -y --no-install-recommends libopenjp2-7 tesseract-ocr tesseract-ocr-eng \
     && rm -rf /var/lib/apt/lists/*
 
 # The package is used in place (the entry script puts /opt/teachfile/plugin on sys.path), so the

@@ -15,8 +15,8 @@ setup-test:
 run: setup
 	@$(VENV)/bin/teachfile run
 
-# Unit tests once, then the integration suite once per Orthanc lane (README, "Two Orthanc
-# lanes"); exit 5 is "nothing selected", which a -k in PYTEST_ARGS may mean for one part.
+# Unit tests once, then the integration suite once per Orthanc lane (README, "Tests");
+# exit 5 is "nothing selected", which a -k in PYTEST_ARGS may mean for one part.
 test: setup-test
 	$(PY) -m ruff check plugin tests scripts
 	$(PY) -m mypy

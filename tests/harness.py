@@ -254,7 +254,25 @@ def refused_as_burned_in(ds: pydicom.Dataset) -> bool:
     from teachfile.reception.pixels import assess, load_pixel_policy
 
     policy = load_pixel_policy(node_mod.CONFIG_DIR / "pixel-rules.yaml")
-    return assess(ds, policy).action == "refuse"
+    plan = assess(ds, policy)
+    if plan.action != "refuse":
+        return False
+    return not ocr_gate_admits(ds, policy, plan)
+
+
+def ocr_gate_admits(ds: pydicom.Dataset, policy: Any, plan: Any) -> bool:
+    """What the node's OCR gate decides for an instance the rules refuse (see
+    ``Reception._ocr_gate``): admitted when tesseract reads no text in any frame."""
+    from teachfile.reception.ocr import gate_words, ocr_available
+
+    if not (policy.ocr_gate.applies(plan) and ocr_available()):
+        return False
+    try:
+        if int(ds.get("NumberOfFrames", 1) or 1) > policy.ocr_gate.max_frames:
+            return False
+        return not gate_words(ds)
+    except Exception:  # noqa: BLE001 - the node refuses then too
+        return False
 
 
 # -- senders ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from captures import captures
 from harness import (
     Node,
     orthanc_version,
@@ -56,13 +57,17 @@ def _burned_in(inst: PhiInstance) -> bool:
     return refused_as_burned_in(inst.dataset)
 
 
-def test_every_path_stores_only_deidentified_instances(node: Node,
-                                                       corpus: list[PhiInstance]) -> None:
+def test_every_path_stores_only_deidentified_instances(node: Node, corpus: list[PhiInstance],
+                                                       tmp_path: Path) -> None:
     """C-STORE (storescu and pynetdicom), REST upload and STOW-RS: no planted value survives;
     what the pixel policy refuses (likely burned-in text, no rule) is refused, sender told."""
-    burned = [i for i in corpus if i.path is not None and _burned_in(i)]
+    burned = [i.path for i in corpus if i.path is not None and _burned_in(i)]
     paths = [i for i in corpus if i.path is not None and not _burned_in(i)]
-    assert burned and len(paths) >= 6
+    # A capture with a name in its pixels: refused whether or not the OCR gate can read it.
+    banner = tmp_path / "banner.dcm"
+    captures()["banner"].save_as(banner, enforce_file_format=True)
+    burned.append(banner)
+    assert len(paths) >= 6
     quarter = max(1, len(paths) // 4)
     by_storescu = paths[:quarter]
     by_pynetdicom = paths[quarter:2 * quarter]
@@ -84,9 +89,9 @@ def test_every_path_stores_only_deidentified_instances(node: Node,
     assert counters["received"] == len(paths) and counters["stored"] == len(paths)
     assert counters["refused"] == 0
 
-    proc, statuses = storescu(node, [i.path for i in burned])
+    proc, statuses = storescu(node, burned)
     assert statuses == [STATUS_PROCESSING_FAILURE] * len(burned), proc.stdout[-2000:]
-    r = upload_rest(node, burned[0].raw())
+    r = upload_rest(node, banner.read_bytes())
     assert r.status_code == 422 and r.json()["Refusals"][0]["reason"] == "burned-in"
     assert len(node.instances()) == len(paths)
     assert node.status()["counters"]["refused_by_reason"] == {"burned-in": len(burned) + 1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,54 @@ def test_clean_pixels_are_jpeg2000_lossless_for_lossless_input(node: Node) -> No
         assert ds.LossyImageCompression == "01"
     else:
         assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+
+
+def test_a_workstation_capture_comes_in_only_when_ocr_reads_no_text(node: Node) -> None:
+    """The seed's workflow: a viewer blacks out the text with its shutter tool and saves the
+    image as a new series, a Secondary Capture no pixel rule describes. It used to be refused
+    (likely:secondary-capture...;no-rule) however clean it was."""
+    from captures import captures
+    from teachfile.reception.ocr import ocr_available
+    from teachfile.reception.pipeline import OCR_METHOD_NOTE
+
+    if not ocr_available():
+        pytest.skip("tesseract is not installed (scripts/setup --postgres installs it)")
+    caps = captures()
+    sent = [caps["clean-grey"], caps["clean-rgb"], caps["banner"], caps["over-anatomy"]]
+    statuses = send_pynetdicom(node, sent, calling_aet="OSIRIX")
+    assert statuses == [0, 0, STATUS_PROCESSING_FAILURE, STATUS_PROCESSING_FAILURE]
+    stored = node.stored_datasets()
+    assert len(stored) == 2
+    for ds in stored:
+        assert OCR_METHOD_NOTE in list(ds.DeidentificationMethod)
+        assert "PHIQ" not in str(ds.PatientName) and ds.PatientIdentityRemoved == "YES"
+    counters = node.status()["counters"]
+    assert counters["pixels_checked_by_reason"] == {"ocr-no-text": 2}
+    assert counters["refused_by_reason"] == {"burned-in": 2}
+    refusals = node.get("/teachfile/refusals").json()["refusals"]
+    assert {r["detail"].rsplit(";", 1)[-1] for r in refusals} == {"ocr-found-text"}
+    # The words OCR read (a name, an ID) are told to nobody: not the refusals, not the log.
+    for word in ("SMITH", "JOHN", "12345678"):
+        assert word not in json.dumps(refusals) and word not in node.log_text()
+
+
+def test_a_trusted_workstation_stores_captures_ocr_would_refuse(node_factory) -> None:
+    """An admin trusts one workstation (by AET, checked against its address) to clean its
+    captures: what the OCR gate refuses from anyone else is stored from it, and marked so."""
+    from captures import captures
+    from teachfile.reception.pipeline import TRUSTED_METHOD_NOTE
+
+    node = node_factory(aet="TRUSTING", extra_config={
+        "DicomModalities": {"osirix": ["OSIRIX", "127.0.0.1", 11112]},
+        "DicomCheckModalityHost": True,
+        "Teachfile": {"TrustedCaptureSenders": ["OSIRIX"]}})
+    texted = captures()["over-anatomy"]
+    assert send_pynetdicom(node, [texted], calling_aet="STRANGER") == [STATUS_PROCESSING_FAILURE]
+    assert node.instances() == []
+    assert send_pynetdicom(node, [texted], calling_aet="OSIRIX") == [0]
+    (stored,) = node.stored_datasets()
+    assert TRUSTED_METHOD_NOTE in list(stored.DeidentificationMethod)
+    counters = node.status()["counters"]
+    assert counters["pixels_checked_by_reason"] == {"trusted-sender": 1}
+    (refusal,) = node.get("/teachfile/refusals").json()["refusals"]
+    assert refusal["calling_aet"] == "STRANGER" and refusal["reason"] == "burned-in"

@@ -36,6 +36,7 @@ from ..node.records import (
     CaseStore,
     StoredCase,
     is_uid,
+    node_store,
     now_iso,
     update_record,
 )
@@ -128,7 +129,19 @@ class Located:
 
 
 def _store(service: Service | None) -> CaseStore | None:
-    return getattr(service, "cases", None)
+    return getattr(service, "cases", None) or node_store()
+
+
+def read_record(api: OrthancApi, study: str,
+                service: Service | None = None) -> CaseRecord | None:
+    """The case record of a study (Orthanc id or Study Instance UID), or None when it is no
+    case: for callers that hold no Service (the portal's library). It reads the case store, so
+    it answers after re-sends too; a record an earlier version kept as Orthanc metadata is
+    moved into the store on the way."""
+    found = locate(service, api, study)
+    if isinstance(found, Response) or found.case is None:
+        return None
+    return found.case.record
 
 
 def locate(service: Service | None, api: OrthancApi, ref: str) -> Located | Response:

@@ -313,3 +313,17 @@ class CaseStore:
                        if n.endswith(".json") and not n.startswith("."))
         except FileNotFoundError:
             return 0
+
+
+#: The node's store, for code that holds no Service (one Service per Orthanc process).
+_NODE_STORE: CaseStore | None = None
+
+
+def use_store(store: CaseStore) -> None:
+    """Make ``store`` the node's case store (the Service does, when it starts)."""
+    global _NODE_STORE
+    _NODE_STORE = store
+
+
+def node_store() -> CaseStore | None:
+    return _NODE_STORE

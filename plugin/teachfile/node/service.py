@@ -36,7 +36,7 @@ from ..errors import REASONS, UNREADABLE, ConfigError
 from ..reception import seal
 from ..reception.deid import Deidentifier
 from ..reception.pipeline import Decision, Reception
-from ..reception.pixels import load_pixel_policy
+from ..reception.pixels import PixelPolicy, load_pixel_policy
 from ..reception.profile import Profile, load_profile
 from ..reception.pseudonym import Pseudonymizer
 from ..reception.transcode import TranscodePolicy, lossless_encoder
@@ -44,7 +44,7 @@ from .keycheck import REASON as KEY_MISMATCH
 from .keycheck import KeyCheck, check_directory
 from .keys import fingerprint, load_or_create_key
 from .records import DIRECTORY_NAME as CASE_DIRECTORY
-from .records import CaseStore
+from .records import CaseStore, use_store
 from .roles import Roles
 from .state import NodeState, Refusal
 
@@ -82,6 +82,9 @@ class Settings:
     case_dir: Path | None = None
     #: ``Teachfile.Sharing`` as the launcher wrote it: public/HTTPS, DICOM TLS, fingerprint.
     sharing: Mapping[str, Any] = field(default_factory=dict)
+    #: Calling AETs trusted to clean their own captures (``TrustedCaptureSenders``): what the
+    #: OCR gate would refuse is stored when it comes by C-STORE from one of them.
+    trusted_capture_senders: tuple[str, ...] = ()
 
     @classmethod
     def from_orthanc_config(cls, config: Mapping[str, Any],
@@ -114,6 +117,7 @@ class Settings:
             storage_dir=Path(config.get("StorageDirectory", "OrthancStorage")),
             case_dir=Path(section["CaseDirectory"]) if section.get("CaseDirectory") else None,
             sharing=dict(section.get("Sharing", {}) or {}),
+            trusted_capture_senders=_trusted_senders(config, section),
         )
 
 
@@ -133,9 +137,12 @@ class Service:
             settings.pixel_rules or settings.config_dir / "pixel-rules.yaml")
         self.cases = CaseStore(settings.case_dir or (
             settings.storage_dir or settings.data_dir) / CASE_DIRECTORY)
+        use_store(self.cases)
         self.reception = Reception(Deidentifier(self.profile, self.pseudonymizer),
                                    self.transcode_policy, self.pixel_policy,
-                                   settings.force_failure, case_titles=self.cases.title_for)
+                                   settings.force_failure, case_titles=self.cases.title_for,
+                                   text_reader=_ocr_gate_reader(self.pixel_policy),
+                                   trusted_senders=bool(settings.trusted_capture_senders))
         self.state = NodeState(settings.max_refusals)
         self.roles = Roles.from_config(settings.roles, dict.fromkeys(settings.users))
         self.key_check: KeyCheck | None = None
@@ -151,6 +158,9 @@ class Service:
         #: thread id -> (tombstone bytes, its refusal) awaiting the C-STORE filter, which
         #: Orthanc calls on the same thread right after the received-instance callback.
         self._pending: dict[int, tuple[bytes, Refusal]] = {}
+        #: thread id -> (bytes, decision) of a capture stored only if the C-STORE filter sees
+        #: a trusted calling AET.
+        self._trusted: dict[int, tuple[bytes, Decision]] = {}
         #: thread id -> refusals seen while the plugin itself uploads for an HTTP client, so
         #: they are attributed to that client and reported to it; and that upload's origin.
         self._uploads: dict[int, list[Refusal]] = {}
@@ -166,6 +176,7 @@ class Service:
         tid = threading.get_ident()
         with self._lock:
             self._pending.pop(tid, None)
+            self._trusted.pop(tid, None)
             origin = self._upload_origin.get(tid, origin)
         self.state.count("received")
         if self.settings.bypass_reception:
@@ -174,7 +185,15 @@ class Service:
             decision = Decision(False, reason=KEY_MISMATCH)
         else:
             decision = self.reception.process(raw)
+        if decision.needs_trusted_sender and origin != "dicom":
+            decision = _untrusted(decision)  # only a C-STORE has a calling AET to trust
         if decision.store:
+            if decision.needs_trusted_sender:
+                assert decision.data is not None
+                with self._lock:
+                    self._trusted[tid] = (decision.data, decision)
+            elif decision.pixel_check:
+                self.state.count("pixels_checked", decision.pixel_check)
             if decision.transcoded:
                 self.state.count("transcoded", decision.transcode_reason or "default")
             else:
@@ -208,6 +227,9 @@ class Service:
         """
         with self._lock:
             pending = self._pending.pop(threading.get_ident(), None)
+            trusted = self._trusted.pop(threading.get_ident(), None)
+        if trusted is not None:
+            return self._trusted_filter(trusted, instance_bytes_size, get_bytes, calling_aet)
         if pending is None:
             return 0
         tomb, refusal = pending
@@ -218,6 +240,20 @@ class Service:
             self.state.replace_refusal(refusal, replace(refusal, calling_aet=calling_aet))
         if refusal.reason in UNREADABLE:
             return STATUS_CANNOT_UNDERSTAND
+        return STATUS_PROCESSING_FAILURE
+
+    def _trusted_filter(self, trusted: tuple[bytes, Decision], size: int, get_bytes: Any,
+                        calling_aet: str) -> int:
+        """Store a capture the OCR gate would refuse only for a trusted sender; anything
+        unexpected (other bytes than prepared) refuses too."""
+        data, decision = trusted
+        same = size == len(data) and bytes(get_bytes()) == data
+        if same and calling_aet.strip() in self.settings.trusted_capture_senders:
+            self.state.count("pixels_checked", "trusted-sender")
+            return 0
+        refusal = self._record_refusal(_untrusted(decision), "dicom")
+        if calling_aet:
+            self.state.replace_refusal(refusal, replace(refusal, calling_aet=calling_aet))
         return STATUS_PROCESSING_FAILURE
 
     # -- uploads the plugin performs for HTTP clients ---------------------------------------
@@ -306,6 +342,48 @@ class Service:
                 "tls_fingerprint_sha256": self.settings.sharing.get("TlsFingerprint"),
             },
         }
+
+
+def _untrusted(decision: Decision) -> Decision:
+    """The refusal a capture gets when no trusted sender vouches for it."""
+    return Decision(False, reason="burned-in", detail=decision.detail,
+                    uid_hash=decision.uid_hash)
+
+
+def _trusted_senders(config: Mapping[str, Any], section: Mapping[str, Any]) -> tuple[str, ...]:
+    """``Teachfile.TrustedCaptureSenders``: AETs of configured modalities only. A calling AET
+    is only a name a sender claims; with ``DicomCheckModalityHost`` Orthanc also checks that
+    it calls from the modality's address, so the node warns when that check is off."""
+    raw = section.get("TrustedCaptureSenders") or []
+    if not isinstance(raw, list) or not all(isinstance(a, str) and a.strip() for a in raw):
+        raise ConfigError("Teachfile.TrustedCaptureSenders must be a list of AETs")
+    known = set()
+    for m in (config.get("DicomModalities") or {}).values():
+        if isinstance(m, list) and m:
+            known.add(str(m[0]))
+        elif isinstance(m, Mapping) and m.get("AET"):
+            known.add(str(m["AET"]))
+    unknown = sorted({a.strip() for a in raw} - known)
+    if unknown:
+        raise ConfigError("Teachfile.TrustedCaptureSenders names AETs that are not configured "
+                          "in DicomModalities: " + ", ".join(unknown))
+    if raw and not config.get("DicomCheckModalityHost", False):
+        log.warning("teachfile: TrustedCaptureSenders without DicomCheckModalityHost: any "
+                    "host may claim a trusted AET")
+    return tuple(a.strip() for a in raw)
+
+
+def _ocr_gate_reader(policy: PixelPolicy) -> Any:
+    """The OCR gate's reader when the pixel rules enable it and tesseract is installed."""
+    from ..reception.ocr import gate_words, ocr_available
+
+    if not policy.ocr_gate.enabled:
+        return None
+    if not ocr_available():
+        log.warning("teachfile: the pixel rules enable ocr_gate but tesseract is not installed "
+                    "(Debian package tesseract-ocr): images it would read stay refused")
+        return None
+    return gate_words
 
 
 def quiet_pydicom() -> None:

@@ -1,10 +1,17 @@
-"""Optional OCR audit: look for text left in stored pixels (off by default).
+"""Optional OCR: the audit of stored pixels, and the reception gate for unruled captures.
 
 Why: pixel rules and ultrasound regions only remove text where a layout says it is. An audit
 that runs Debian's ``tesseract`` over stored images catches layouts nobody described. It is an
 audit, not a gate: OCR misses text and finds "words" in noise, so it must never decide what is
 stored. The words it returns may be identifying: show them only to whoever may see the image,
 never log them.
+
+The reception gate (:func:`gate_words`, used only when the pixel rules enable ``ocr_gate``)
+turns the audit's caution around: it may only ever *refuse*. An image that no rule cleans is
+stored only when OCR finds nothing in any frame under several views (inverted grey, and the
+near-white and near-black pixels alone, where overlay text lives; for colour, the coloured pixels
+alone); any token of three letters or digits refuses it. OCR still misses text (tiny or
+handwritten-looking glyphs, text in low contrast over anatomy): the README states that risk.
 
 Tesseract is not a dependency: :func:`ocr_available` says whether the binary is on PATH, and
 :func:`residual_text` raises :class:`OcrUnavailable` when it is not.
@@ -85,3 +92,48 @@ def _tesseract(exe: str, image: np.ndarray, timeout: float) -> list[str]:
         raise OcrUnavailable(f"tesseract exited with status {done.returncode}")
     text = done.stdout.decode("utf-8", "replace")
     return [w for w in _WORD_RE.findall(text) if sum(c.isalnum() for c in w) >= _MIN_ALNUM]
+
+
+#: Margin around every view: tesseract misses text that touches the image's edge.
+_GATE_PAD = 32
+
+
+def gate_views(frame: np.ndarray, photometric: str) -> list[np.ndarray]:
+    """The images the gate hands tesseract for one frame (dark on light, twice the size)."""
+    if frame.ndim == 3:
+        rgb = frame.astype(np.float64)
+        gray = rgb[..., 0] if photometric == "YBR_FULL" else rgb @ np.array([0.299, 0.587, 0.114])
+    else:
+        rgb = None
+        gray = frame.astype(np.float64)
+    if photometric == "MONOCHROME1":
+        gray = gray.max() - gray
+    lo, hi = float(gray.min()), float(gray.max())
+    norm = (gray - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(gray)
+    views = [255.0 - norm, np.where(norm >= 250.0, 0.0, 255.0), np.where(norm <= 5.0, 0.0, 255.0)]
+    if rgb is not None and photometric == "RGB":
+        spread = rgb.max(axis=-1) - rgb.min(axis=-1)
+        views.append(np.where(spread > spread.max() * 0.25 if spread.max() > 32 else
+                              np.zeros_like(spread, dtype=bool), 0.0, 255.0))
+    out = []
+    for v in views:
+        img = np.clip(v, 0, 255).astype(np.uint8)
+        img = np.repeat(np.repeat(img, 2, axis=0), 2, axis=1)
+        out.append(np.pad(img, _GATE_PAD, constant_values=255))
+    return out
+
+
+def gate_words(ds: Dataset, timeout: float = 60.0) -> list[str]:
+    """Every word tesseract reads in any frame of ``ds`` under any gate view (sorted, unique).
+
+    Raises OcrUnavailable (no tesseract, or it failed) or Refusal("pixel-error"): the caller
+    refuses the instance then, as it does when words are found."""
+    exe = shutil.which("tesseract")
+    if exe is None:
+        raise OcrUnavailable("tesseract is not installed (Debian package tesseract-ocr)")
+    frames, photometric = decode_frames(ds)
+    words: set[str] = set()
+    for frame in frames:
+        for view in gate_views(frame, photometric):
+            words.update(_tesseract(exe, view, timeout))
+    return sorted(words)

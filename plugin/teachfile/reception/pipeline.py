@@ -23,6 +23,11 @@ from .deid import Deidentifier
 from .transcode import TranscodePolicy, Verifier, transcode
 
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+#: Recorded in De-identification Method (0012,0063) of an instance the OCR gate let in: the
+#: pixels were not cleaned, they were read and found to carry no text.
+OCR_METHOD_NOTE = "pixels read by OCR (tesseract): no text found"
+#: Recorded instead when the instance came in on the word of a trusted sender.
+TRUSTED_METHOD_NOTE = "pixels not cleaned: sender trusted to clean captures"
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,13 @@ class Decision:
     #: The stored (pseudonymous) SOP Class, SOP Instance, Study and Series UIDs, for answers
     #: that must name what was stored (STOW-RS, REST), never the received ones.
     stored_uids: tuple[str, str, str, str] | None = None
+    #: How the pixels were judged safe beyond the rules: ``ocr-no-text`` when the OCR gate
+    #: read every frame of an image no rule cleans and found no text (see pixel rules).
+    pixel_check: str | None = None
+    #: Stored only if the C-STORE comes from a sender trusted to clean its captures (the
+    #: caller checks the calling AET; any other origin refuses). ``detail`` then says why the
+    #: OCR gate alone would have refused.
+    needs_trusted_sender: bool = False
 
 
 class Reception:
@@ -52,7 +64,9 @@ class Reception:
                  force_failure: str | None = None,
                  output_check: check.OutputCheck | None = None,
                  check_bytes: bool = True,
-                 case_titles: Callable[[str], str | None] | None = None) -> None:
+                 case_titles: Callable[[str], str | None] | None = None,
+                 text_reader: Callable[[pydicom.Dataset], list[str]] | None = None,
+                 trusted_senders: bool = False) -> None:
         self.deidentifier = deidentifier
         self.pseudonymizer = deidentifier.pseudonymizer
         self.policy = policy
@@ -67,6 +81,12 @@ class Reception:
         #: Pseudonymous Study Instance UID -> the case title that study must keep (the node's
         #: case store); it may raise :class:`Refusal` when the store cannot be read.
         self.case_titles = case_titles
+        #: The OCR gate's reader (:func:`teachfile.reception.ocr.gate_words`); None: no OCR,
+        #: so images the gate would read stay refused.
+        self.text_reader = text_reader
+        #: Some senders are trusted to clean their captures (``TrustedCaptureSenders``): what
+        #: the OCR gate would refuse is prepared for storage, marked ``needs_trusted_sender``.
+        self.trusted_senders = trusted_senders
 
     def process(self, raw: bytes) -> Decision:
         uid_hash: str | None = None
@@ -89,8 +109,19 @@ class Reception:
             # Burned-in text is judged on the original header (de-identification removes some
             # of the attributes pixel rules match on), cleaned after de-identification.
             plan = pixels.assess(ds, self.pixel_policy) if self.pixel_policy else None
+            ocr_checked, pending = False, ""
             if plan is not None and plan.action == "refuse":
-                raise Refusal("burned-in", plan.reason_code)
+                assert self.pixel_policy is not None
+                if not self.pixel_policy.ocr_gate.applies(plan):
+                    raise Refusal("burned-in", plan.reason_code)
+                try:
+                    self._ocr_gate(ds, plan, self.pixel_policy.ocr_gate)
+                    ocr_checked = True
+                except Refusal as exc:
+                    if not self.trusted_senders:
+                        raise
+                    pending = exc.detail
+                plan = None
             # The identifiers are read before de-identification replaces them.
             # The raw scan also finds what a swallowing length or a private element hid from
             # the parsed dataset (and so from the engine's cleaning).
@@ -99,6 +130,9 @@ class Reception:
             ds = self.deidentifier.deidentify(ds, self.case_titles)
             if plan is not None and plan.action == "clean":
                 ds = pixels.apply(ds, plan)
+            if ocr_checked or pending:
+                _add_method_note(ds, OCR_METHOD_NOTE if ocr_checked else TRUSTED_METHOD_NOTE)
+                seal.seal(ds, self.pseudonymizer)  # the method values are sealed
             sealed_uid = ds.SOPInstanceUID  # de-identification sealed the instance
             outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid,
                                 verifier=self.verifier, consume=True)
@@ -120,7 +154,30 @@ class Reception:
                             uid_hash=uid_hash)
         transcoded = outcome.status == "transcoded"
         return Decision(True, data=data, uid_hash=uid_hash, transcoded=transcoded,
-                        transcode_reason=outcome.reason, stored_uids=stored)
+                        transcode_reason=outcome.reason, stored_uids=stored,
+                        pixel_check="ocr-no-text" if ocr_checked else
+                        "trusted-sender" if pending else None,
+                        detail=safe_detail(pending), needs_trusted_sender=bool(pending))
+
+    def _ocr_gate(self, ds: pydicom.Dataset, plan: pixels.PixelPlan,
+                  gate: pixels.OcrGate) -> None:
+        """Return only when OCR read every frame and found no text; otherwise refuse, saying
+        why in the detail (never the words: they may be a name)."""
+        why = plan.reason_code
+        if self.text_reader is None:
+            raise Refusal("burned-in", why + ";ocr-unavailable")
+        try:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+        except (TypeError, ValueError):
+            raise Refusal("burned-in", why + ";ocr-frames-unknown") from None
+        if frames > gate.max_frames:
+            raise Refusal("burned-in", why + ";ocr-too-many-frames")
+        try:
+            words = self.text_reader(ds)
+        except Exception:  # noqa: BLE001 - no reading, no way in
+            raise Refusal("burned-in", why + ";ocr-failed") from None
+        if words:
+            raise Refusal("burned-in", why + ";ocr-found-text")
 
     @staticmethod
     def _parse(raw: bytes) -> pydicom.Dataset:
@@ -156,3 +213,10 @@ def _trim_native_pixels(ds: pydicom.Dataset) -> None:
     expected = (bits + 7) // 8
     if isinstance(value, bytes) and len(value) > expected + (expected & 1):
         ds.PixelData = value[:expected + (expected & 1)]
+
+
+def _add_method_note(ds: pydicom.Dataset, note: str) -> None:
+    values = ds.get("DeidentificationMethod") or []
+    values = [values] if isinstance(values, str) else [str(v) for v in values]
+    if note not in values:
+        ds.add_new(0x00120063, "LO", [*values, note])

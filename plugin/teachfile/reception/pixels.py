@@ -54,7 +54,9 @@ Rect = tuple[int, int, int, int]
 CLEAN_PIXEL_CODE = ("113101", "Clean Pixel Data Option")
 _LINE = "__line__"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-_POLICY_KEYS = frozenset({"version", "enabled", "ultrasound_regions", "likely_burned_in", "rules"})
+_POLICY_KEYS = frozenset({"version", "enabled", "ultrasound_regions", "likely_burned_in", "rules",
+                          "ocr_gate"})
+_OCR_GATE_KEYS = frozenset({"enabled", "resolves", "max_frames"})
 _CRITERION_KEYS = frozenset({"name", "keyword", "match", "contains"})
 _RULE_KEYS = frozenset({"name", "signature", "rectangles", "ultrasound_regions"})
 _PIXEL_DATA = 0x7FE00010
@@ -109,6 +111,25 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class OcrGate:
+    """A trusted way in for images judged likely burned-in that no rule cleans (a workstation's
+    cleaned Secondary Capture): OCR reads every frame and the instance is stored, unmodified,
+    only when it finds no text. ``resolves`` names the likely-burned-in criteria it may
+    overrule: an instance flagged by any other criterion (``BurnedInAnnotation YES``, an
+    ultrasound) stays refused. More than ``max_frames`` frames: refused (OCR per frame is slow).
+    """
+
+    enabled: bool = False
+    resolves: tuple[str, ...] = ()
+    max_frames: int = 8
+
+    def applies(self, plan: PixelPlan) -> bool:
+        return (self.enabled and plan.action == "refuse" and bool(plan.criteria)
+                and plan.reason_code.endswith(";no-rule")
+                and set(plan.criteria) <= set(self.resolves))
+
+
+@dataclass(frozen=True)
 class PixelPolicy:
     """The node's burned-in text policy (``orthanc-config/pixel-rules.yaml``)."""
 
@@ -116,6 +137,7 @@ class PixelPolicy:
     ultrasound_regions: bool = True
     likely_burned_in: tuple[Criterion, ...] = ()
     rules: tuple[Rule, ...] = ()
+    ocr_gate: OcrGate = OcrGate()
 
 
 @dataclass(frozen=True)
@@ -187,7 +209,28 @@ def policy_from_mapping(data: Any, where: str = "<pixel rules>") -> PixelPolicy:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(f"{top}: duplicate {kind} name(s): {', '.join(dup)}")
-    return PixelPolicy(enabled, ultrasound, criteria, rules)
+    gate = _ocr_gate(data.get("ocr_gate"), {c.name for c in criteria}, top)
+    return PixelPolicy(enabled, ultrasound, criteria, rules, gate)
+
+
+def _ocr_gate(g: Any, criteria: set[str], parent: _Where) -> OcrGate:
+    if g is None:
+        return OcrGate()
+    where = _Where(parent.file, g, parent)
+    if not isinstance(g, dict):
+        raise ConfigError(f"{where}: ocr_gate must be a mapping")
+    _check_keys(g, _OCR_GATE_KEYS, where)
+    enabled = _bool(g, "enabled", False, where)
+    resolves = tuple(str(n) for n in _list(g, "resolves", where))
+    unknown = sorted(set(resolves) - criteria)
+    if unknown:
+        raise ConfigError(f"{where}: ocr_gate resolves unknown criteria: {', '.join(unknown)}")
+    if enabled and not resolves:
+        raise ConfigError(f"{where}: ocr_gate is enabled but resolves no criterion")
+    frames = g.get("max_frames", 8)
+    if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= 1000:
+        raise ConfigError(f"{where}: ocr_gate max_frames must be a whole number, 1 to 1000")
+    return OcrGate(enabled, resolves, frames)
 
 
 class _Where:

@@ -37,7 +37,7 @@ def test_help_describes_the_command_and_every_option() -> None:
     missing = [f"{path}: {a.option_strings or a.dest}"
                for path, p in _parsers(parser) for a in p._actions
                if not isinstance(a, argparse._SubParsersAction)
-               and (not a.help or a.help == argparse.SUPPRESS)]
+               and not a.help]  # SUPPRESS: an option hidden on purpose (tests only)
     assert missing == []
 
 
