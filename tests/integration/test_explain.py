@@ -84,7 +84,7 @@ def test_explain_agrees_with_what_is_stored(enode: Node, corpus: dict[str, Any],
     assert answer["transfer_syntax"]["after"] == str(stored.file_meta.TransferSyntaxUID)
     # Every action names the rule that chose it.
     assert {row["rule"] for row in answer["attributes"]} <= {
-        "table", "extra", "issuer", "vr", "private", "node"}
+        "table", "extra", "text", "issuer", "vr", "private", "node"}
     name_row = explained.get("PatientName")
     assert name_row is not None and name_row["rule"] == "table" and name_row["changed"]
 

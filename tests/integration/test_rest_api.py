@@ -87,6 +87,9 @@ def test_every_endpoint_answers_as_documented(rnode: Node) -> None:
         ("/teachfile/audit", "post", {"json": {"studies": "nope"}}),
         ("/teachfile/audit", "post", {"json": {"studies": ["0000"]}}),
         ("/teachfile/openapi.json", "get", {}),
+        ("/teachfile/explain", "post", {"data": _ct_bytes(),
+                                        "headers": {"Content-Type": "application/dicom"}}),
+        ("/teachfile/explain", "post", {"data": b""}),
         # Templated paths are requested literally: "{study}" is not a study id (400).
         ("/teachfile/cases/{study}", "get", {}),
         ("/teachfile/cases/{study}", "put", {"json": {"title": "x"}}),

@@ -296,6 +296,9 @@ def build_config(settings: NodeSettings, password: str,
         # Transcoding happens in the plugin; GDCM stays loaded to decode J2K for clients that
         # cannot take it.
         "Gdcm": {"Enable": True},
+        # The Web Viewer keeps its cache in an SQLite file, by default under the storage
+        # directory, which replicas share (scale-out): each node keeps its own.
+        "WebViewer": {"CachePath": str(data / "webviewer-cache")},
         "Teachfile": {
             "Profile": settings.profile,
             "ConfigDirectory": str(CONFIG_DIR),

@@ -343,7 +343,8 @@ class Deidentifier:
     def rule(self, tag: int) -> tuple[str, str]:
         """The one-letter action the walk takes for ``tag`` at the top level, and which rule
         chose it: ``private``, ``table`` (Table E.1-1 under the profile's options), ``extra``
-        (a rule beyond the table, :data:`_EXTRA`), ``issuer`` or ``vr`` (the VR fallback).
+        (a rule beyond the table, :data:`_EXTRA`), ``text`` (``data/text-rules.json``), ``issuer``
+        or ``vr`` (the VR fallback).
 
         Read from the very dictionaries the walk uses, so an explanation cannot drift from it.
         """
@@ -355,7 +356,7 @@ class Deidentifier:
             return "X", "issuer"
         listed = self._rules.get(tag)
         if listed is not None:
-            return listed, "table"
+            return listed, ("text" if tag in self._text_rule_tags else "table")
         return self._auto.get(tag) or self._auto_rule(tag), "vr"
 
     # ----------------------------------------------------------------- the walk
