@@ -16,8 +16,8 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from harness import Node, send_pynetdicom
+from teachfile.api.nifti import case_tokens, dcm2niix_available
 from teachfile.cli.main import main
-from teachfile.cli.nifti import case_tokens, dcm2niix_available
 
 pytestmark = [
     pytest.mark.integration,

@@ -393,3 +393,47 @@ def test_conference_list_keeps_its_order_across_a_restart(pages: Pages,
         page.wait_for_function("() => document.querySelector('#ppos').innerText"
                                ".includes('case 1 of 2')")
         assert page.locator("#case-title").inner_text() == "Brain case"
+
+
+def test_explain_page_shows_what_the_node_would_change(pages: Pages, portal: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    node: Node = portal["node"]
+    before = sorted(node.instances())
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientName = "PHIQEXPLAIN^PORTAL"
+    path = tmp_path / "mine.dcm"
+    path.write_bytes(to_bytes(ds))
+    page = pages.open("carl", "#/explain")
+    with pages.step(page, "explain"):
+        page.wait_for_selector("#explainfile", state="attached")
+        page.set_input_files("#explainfile", str(path))
+        page.wait_for_selector("#explain-decision")
+        assert "store" in page.locator("#explain-decision").inner_text()
+        table = page.locator(".explain-table").inner_text()
+        assert "PatientName" in table and "PHIQEXPLAIN^PORTAL" in table and "table" in table
+    assert sorted(node.instances()) == before, "explaining must store nothing"
+    assert "PHIQEXPLAIN" not in node.log_text()
+    # A viewer is not offered the page.
+    viewer = pages.open("vera", "#/library")
+    with pages.step(viewer, "viewer-nav"):
+        viewer.wait_for_selector("#nav-explain", state="attached")
+        assert viewer.locator("#nav-explain").is_hidden()
+
+
+def test_case_page_offers_nifti_when_the_node_can(pages: Pages, portal: dict[str, Any]) -> None:
+    import io
+    import zipfile
+
+    from teachfile.api.nifti import dcm2niix_available
+
+    if not dcm2niix_available():
+        pytest.skip("dcm2niix is not installed (scripts/setup installs it)")
+    study = portal["studies"]["Brain case"]
+    page = pages.open("carl", f"#/case/{study}")
+    with pages.step(page, "nifti-link"):
+        page.wait_for_selector(f"a[href$='/cases/{study}/nifti']")
+    node: Node = portal["node"]
+    r = node.get(f"/teachfile/portal/cases/{study}/nifti")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+    assert any(n.endswith(".nii.gz") for n in names) and any(n.endswith(".json") for n in names)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+from ..errors import TeachfileError
 from ..node.service import Service
 from . import cases, tce
 from .portalcore import (
@@ -261,8 +262,11 @@ def summarize(api: OrthancApi, study: str, info: Mapping[str, Any] | None = None
 
 def me(service: Service, req: Request) -> Response:
     role = _role(service, req)
+    from .nifti import dcm2niix_available
+
     return Response(200, {"user": req.user, "role": role,
-                          "may_author": _ROLE_RANK[role] >= 1, "may_admin": role == "admin"})
+                          "may_author": _ROLE_RANK[role] >= 1, "may_admin": role == "admin",
+                          "nifti": dcm2niix_available()})
 
 
 def library(service: Service, req: Request) -> Response:
@@ -602,6 +606,24 @@ def archive(service: Service, req: Request, study: str) -> Response:
                 (("Content-Disposition", f'attachment; filename="case-{study[:8]}-{kind}.zip"'),))
 
 
+def nifti(service: Service, req: Request, study: str) -> Response:
+    """The case as NIfTI (dcm2niix, one .nii.gz + BIDS sidecar per series) in a ZIP; 404 when
+    this node has no dcm2niix (the page then offers no such download)."""
+    from .nifti import dcm2niix_available, nifti_zip
+
+    if not dcm2niix_available():
+        return error(404, "NIfTI export needs dcm2niix on the node (apt-get install dcm2niix)")
+    api = _api(req)
+    if _study_or_404(api, study) is None:
+        return error(404, f"no such study: {study}")
+    try:
+        data = nifti_zip(api, study)
+    except TeachfileError as exc:
+        return error(422, str(exc))
+    return Blob(200, data, "application/zip",
+                (("Content-Disposition", f'attachment; filename="case-{study[:8]}-nifti.zip"'),))
+
+
 def _store(service: Service) -> ConferenceStore:
     directory = service.settings.storage_dir or service.settings.data_dir
     return ConferenceStore(directory)
@@ -715,6 +737,7 @@ _ROUTES: tuple[tuple[str, Mapping[str, Handler]], ...] = (
     (rf"^{_P}/library$", {"GET": library}),
     (rf"^{_P}/cases/(?P<study>[^/]+)$", {"GET": get_case, "PUT": put_case}),
     (rf"^{_P}/cases/(?P<study>[^/]+)/archive$", {"GET": archive}),
+    (rf"^{_P}/cases/(?P<study>[^/]+)/nifti$", {"GET": nifti}),
     (rf"^{_P}/series/(?P<series_id>[^/]+)$", {"GET": series}),
     (rf"^{_P}/instances/(?P<instance>[^/]+)/frames/(?P<frame>[^/]+)$", {"GET": frame_pixels}),
     (rf"^{_P}/instances/(?P<instance>[^/]+)/thumbnail$", {"GET": thumbnail}),

@@ -193,7 +193,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_nifti(node: Node, study: str, out: Path) -> int:
-    from .nifti import export_nifti
+    from ..api.nifti import export_nifti
 
     results = export_nifti(node, study, out)
     for r in results:

@@ -27,7 +27,7 @@ MAX_VALUE = 160
 _RULE_TEXT = {
     "table": "PS3.15 Table E.1-1 row, under the profile's options",
     "extra": "a rule beyond the table (free text, encrypted content, the node's marks)",
-    "text": "text beyond the table (data/text-rules.json): cleaned, checked for identifiers or kept",
+    "text": "text beyond the table (data/text-rules.json): cleaned, checked or kept",
     "issuer": "issuers name the institution: removed unless institution identity is retained",
     "vr": "not in the table: the rule for its VR",
     "private": "private attribute: removed unless on the profile's safe list",

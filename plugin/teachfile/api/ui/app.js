@@ -171,6 +171,7 @@ async function showCase(study, params) {
           <button id="copylink">Copy link</button>
           <a class="button" href="${API}/cases/${study}/archive" download>ZIP</a>
           <a class="button" href="${API}/cases/${study}/archive?media=1" download>DICOMDIR</a>
+          ${me.nifti ? `<a class="button" href="${API}/cases/${study}/nifti" download>NIfTI</a>` : ''}
           ${me.may_author ? '<select id="sendto" aria-label="send to"><option value="">Send to…</option></select>' : ''}
           <select id="addto" aria-label="add to conference"><option value="">Add to conference…</option></select>
         </div>
@@ -418,6 +419,50 @@ async function showAdmin() {
   });
 }
 
+// -- what did the node change? --------------------------------------------------------------
+// A participant drops a DICOM file; POST /teachfile/explain answers what reception would do
+// with it (nothing is stored or logged). The "before" column is the participant's own file.
+async function showExplain() {
+  if (!me.may_author) { main.innerHTML = '<p class="bad">Explaining a file needs the contributor role.</p>'; return; }
+  main.innerHTML = `
+    <section class="explain">
+      <h1>What did the node change?</h1>
+      <p>Drop a DICOM file (or choose one): the node answers what it would store, attribute by
+      attribute, and which rule chose each action. Nothing is stored.</p>
+      <label class="drop" id="drop">Drop a DICOM file here, or <input type="file" id="explainfile"></label>
+      <label><input type="checkbox" id="changedonly" checked> only what changes</label>
+      <div id="explainout"></div>
+    </section>`;
+  const out = document.getElementById('explainout');
+  let answer = null;
+  const render = () => {
+    if (!answer) return;
+    const only = document.getElementById('changedonly').checked;
+    const rows = answer.attributes.filter((r) => !only || r.changed);
+    const ts = answer.transfer_syntax || {};
+    out.innerHTML = `
+      <p id="explain-decision" class="${answer.decision === 'store' ? '' : 'bad'}">Decision: <b>${esc(answer.decision)}</b>
+        ${answer.reason ? `(${esc(answer.reason)}${answer.detail ? `: ${esc(answer.detail)}` : ''})` : ''}</p>
+      <p>Transfer syntax: ${esc(ts.before)} → ${esc(ts.after)} ${answer.transcode_reason ? `(${esc(answer.transcode_reason)})` : ''}
+        ${answer.pixels ? `· pixels: ${esc(answer.pixels.action)} (${esc(answer.pixels.reason)})` : ''}</p>
+      <table class="explain-table"><thead><tr><th>attribute</th><th>tag</th><th>action</th><th>rule</th><th>before</th><th>after</th></tr></thead>
+      <tbody>${rows.map((r) => `<tr><td>${esc(r.path)}</td><td>${esc(r.tag)}</td><td>${esc(r.action)}</td>
+        <td title="${esc(r.rule_text)}">${esc(r.rule)}</td><td>${esc(r.before ?? '–')}</td><td>${esc(r.after ?? '–')}</td></tr>`).join('')}</tbody></table>`;
+  };
+  const send = async (file) => {
+    out.textContent = 'Asking the node…';
+    const r = await fetch('/teachfile/explain', { method: 'POST', body: await file.arrayBuffer(), headers: { 'Content-Type': 'application/dicom' } });
+    const body = await r.json().catch(() => null);
+    if (!r.ok) { out.innerHTML = `<p class="bad">${esc(body?.error || `HTTP ${r.status}`)}</p>`; return; }
+    answer = body; render();
+  };
+  document.getElementById('explainfile').onchange = (e) => { if (e.target.files[0]) send(e.target.files[0]); };
+  document.getElementById('changedonly').onchange = render;
+  const drop = document.getElementById('drop');
+  drop.ondragover = (e) => { e.preventDefault(); };
+  drop.ondrop = (e) => { e.preventDefault(); if (e.dataTransfer.files[0]) send(e.dataTransfer.files[0]); };
+}
+
 // -- router --------------------------------------------------------------------------------
 async function route() {
   const { parts, params } = parseHash();
@@ -429,6 +474,7 @@ async function route() {
     else if (parts[0] === 'present') await showPresent(parts[1], Number(parts[2] || 0));
     else if (parts[0] === 'quiz') await showQuiz(params);
     else if (parts[0] === 'admin') await showAdmin();
+    else if (parts[0] === 'explain') await showExplain();
     else await showLibrary(params);
   } catch (e) {
     main.innerHTML = `<p class="bad">${esc(e.message)}</p>`;
@@ -455,6 +501,7 @@ window.addEventListener('hashchange', () => {
   me = await api(`${API}/me`).catch(() => me);
   document.getElementById('whoami').textContent = `${me.user || ''} · ${me.role}`;
   document.getElementById('nav-admin').hidden = !me.may_admin;
+  document.getElementById('nav-explain').hidden = !me.may_author;
   lastRoute = routeKey();
   route();
 })();

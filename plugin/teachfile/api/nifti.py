@@ -1,4 +1,5 @@
-"""``teachfile export --format nifti``: a stored case as NIfTI for the research track.
+"""A stored case as NIfTI for the research track: ``teachfile export --format nifti`` and the
+portal's download (:func:`nifti_zip`, over the plugin's own REST API).
 
 Each series is fetched instance by instance into a private temporary directory and converted by
 Debian's ``dcm2niix`` with its BIDS anonymisation on (``-ba y``). The node's output is already
@@ -17,6 +18,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,3 +148,30 @@ def export_nifti(node: _Node, study: str, out: Path) -> list[SeriesOutput]:
                                  "case; nothing of this series was kept")
         results.append(result)
     return results
+
+
+class _OverOrthanc:
+    """The two calls :func:`export_nifti` makes, over the plugin's in-process REST API."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+
+    def json(self, path: str) -> Any:
+        return json.loads(self.api.get(path))
+
+    def content(self, path: str) -> bytes:
+        return bytes(self.api.get(path))
+
+
+def nifti_zip(api: Any, study: str) -> bytes:
+    """The case's NIfTI files (and sidecars) as one ZIP, converted in a private temporary
+    directory that is gone when this returns."""
+    with tempfile.TemporaryDirectory(prefix="teachfile-nifti-") as tmp:
+        out = Path(tmp) / "nifti"
+        results = export_nifti(_OverOrthanc(api), study, out)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # .nii.gz is compressed
+            for r in results:
+                for f in r.files:
+                    z.write(f, f.name)
+        return buf.getvalue()
