@@ -94,9 +94,9 @@ def stow(body: bytes, api: OrthancApi, upload: Callable[[bytes], tuple[list[Any]
     for headers, content in parts:
         ctype = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
         sop_class, sop_uid = _received_uids(content)
-        if ctype != "application/dicom":
-            refusals, stored = [], []
-        else:
+        refusals: list[Any] = []
+        stored: list[str] = []
+        if ctype == "application/dicom":
             refusals, stored = upload(content)
         if not stored:
             unreadable = ctype != "application/dicom" or (

@@ -183,9 +183,9 @@ class Tokens:
                 return kind
         if self.words:
             for w in _WORD.findall(norm):
-                kind = self.words.get(w)
-                if kind is not None and (kinds is None or kind in kinds):
-                    return kind
+                found = self.words.get(w)
+                if found is not None and (kinds is None or found in kinds):
+                    return found
         return None
 
 

@@ -163,3 +163,27 @@ def test_upload_outcomes(tmp_path: Path) -> None:
 
 def test_tombstones_are_unique() -> None:
     assert make_tombstone() != make_tombstone()
+
+
+def test_a_plugin_upload_learns_what_was_stored_on_its_thread(tmp_path: Path) -> None:
+    """Orthanc answers POST /instances from the received file; the plugin answers from what the
+    on-stored callback (same thread) saw, so an upload Orthanc fails after storing is told."""
+    svc = _service(tmp_path)
+    _, data = svc.receive(_ct_bytes(), "dicom")
+    assert svc.verify_stored(data, "outside-an-upload")  # not remembered: no upload open
+    svc.begin_upload("rest")
+    assert svc.verify_stored(data, "iid-1")
+    svc.end_upload()
+    assert svc.take_upload_stored() == ["iid-1"]
+    assert svc.take_upload_stored() == []
+
+
+def test_structural_refusals_are_cannot_understand(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    raw = _ct_bytes()
+    _, tomb = svc.receive(raw[:-3000], "dicom")  # truncated pixel data
+    assert svc.cstore_filter(len(tomb), lambda: tomb, "AET") == STATUS_CANNOT_UNDERSTAND
+    assert svc.state.refusals()[0]["reason"] == "length-overrun"
+    svc.begin_upload("rest")
+    svc.receive(raw[:-3000], "plugin")
+    assert refusal_body(svc.end_upload())[0] == 400
