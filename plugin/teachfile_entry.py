@@ -355,22 +355,53 @@ def _on_http_request(uri: str, **request: object) -> bool:
         name = {orthanc.HttpMethod.GET: "GET", orthanc.HttpMethod.POST: "POST",
                 orthanc.HttpMethod.PUT: "PUT", orthanc.HttpMethod.DELETE: "DELETE"}.get(
                     method, str(method).upper())
-        user = basic_user(dict(request.get("headers") or {}))
+        headers = dict(request.get("headers") or {})
+        if _too_large(headers):
+            return False  # before Orthanc allocates the body (see _too_large)
+        user = basic_user(headers)
+        if user is not None and uri.startswith("/teachfile/"):
+            return True  # the handler checks the role and says which one is needed
         return _service.roles.allows(user, name, uri)
     except BaseException:  # noqa: BLE001 - fail closed
         return False
 
 
+#: Bodies Orthanc may be asked to hold: it allocates the whole Content-Length before reading
+#: (HttpServer.cpp), so 1e11 failed with "out of memory" (500) and a size that does fit could
+#: exhaust the machine. Orthanc 1.10 lets a plugin refuse a request before its body only
+#: through the request filter, whose refusal is Orthanc's empty 403.
+_MAX_BODY = int((json.loads(orthanc.GetConfiguration()).get("Teachfile") or {})
+                 .get("MaxBodyMegabytes", 2048)) << 20
+
+
+def _too_large(headers: dict[str, str]) -> bool:
+    raw = next((v for k, v in headers.items() if k.lower() == "content-length"), None)
+    try:
+        size = int(raw) if raw is not None else 0
+    except ValueError:
+        return False  # Orthanc answers 411 itself
+    if size > _MAX_BODY:
+        _logger.warning("refused an HTTP request of %d bytes: above Teachfile.MaxBodyMegabytes "
+                        "(%d MB)", size, _MAX_BODY >> 20)
+        return True
+    return False
+
+
 @_full_stack()
 def _on_teachfile_rest(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     if _service is None:
-        _answer(output, 503, b'{"error": "teachfile failed to start; see the Orthanc log"}')
+        _answer(output, 503, b'{"error": "teachfile failed to start; see the Orthanc log", '
+                             b'"reason": "unavailable", "status": 503}')
         return
     try:
         _versions()
         headers = dict(request.get("headers") or {})
-        req = rest.Request(str(request.get("method")), uri, dict(request.get("get") or {}),
-                           bytes(request.get("body") or b""), basic_user(headers), _Api())
+        user, method = basic_user(headers), str(request.get("method"))
+        if not _service.roles.allows(user, method, uri):
+            _answer(output, 403, rest.forbidden(_service, user, method, uri).encode())
+            return
+        req = rest.Request(method, uri, dict(request.get("get") or {}),
+                           bytes(request.get("body") or b""), user, _Api())
         resp = rest.dispatch(_service, req)
         if resp.status == 405:  # Orthanc insists on its dedicated call for 405
             output.SendMethodNotAllowed(resp.body["allow"])
@@ -378,7 +409,8 @@ def _on_teachfile_rest(output: orthanc.RestOutput, uri: str, **request: object) 
         _answer(output, resp.status, resp.encode())
     except Exception as exc:  # noqa: BLE001
         _logger.error("REST handler failed: %s", type(exc).__name__)
-        _answer(output, 500, b'{"error": "internal error", "status": 500}')
+        _answer(output, 500, b'{"error": "internal error; see the Orthanc log", '
+                             b'"reason": "internal-error", "status": 500}')
 
 
 def _on_portal_rest(output: orthanc.RestOutput, uri: str, **request: object) -> None:
@@ -422,6 +454,33 @@ def _query_string(get: dict[str, str]) -> str:
     return ("?" + urlencode(get)) if get else ""
 
 
+def _is_form_part(headers: dict[str, str]) -> bool:
+    """Orthanc Explorer's upload: Orthanc splits the multipart/form-data itself and calls this
+    handler once per file with the part's own headers, then answers 200 whatever the handler
+    answered (HttpServer's MultipartFormDataHandler drops it). Only an error raised here
+    reaches the browser."""
+    return any(k.lower() == "content-disposition" for k in headers)
+
+
+class FormPartRefused(Exception):
+    """Raised so that Orthanc fails Explorer's upload; its details carry the reasons."""
+
+
+def _fail_form_part(output: orthanc.RestOutput, body: bytes) -> None:
+    """Make Orthanc answer the form upload with an error whose ``Details`` are the refusal
+    (the Python plugin maps any error to Orthanc's "plugin" error: HTTP 500, not a 4xx)."""
+    try:
+        doc = json.loads(body)
+        reasons = "; ".join(f"{r['reason']}: {r.get('explanation', '')}"
+                            for r in doc.get("Refusals", []))
+        details = f"{doc.get('Message', 'refused')} ({reasons})" if reasons \
+            else str(doc.get("Message", "refused"))
+        output.SetHttpErrorDetails(details, False)
+    except Exception:  # noqa: BLE001 - the failure itself matters more than its details
+        pass
+    raise FormPartRefused("refused")
+
+
 @_full_stack()
 def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     """``/instances``: uploads go through the plugin so a refusal is an HTTP error."""
@@ -451,6 +510,8 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
     if refusals or result is None:
         stored = json.loads(result) if result is not None else None
         status, body = refusal_body(refusals, stored, orthanc_error)
+        if _is_form_part(dict(request.get("headers") or {})):
+            _fail_form_part(output, body)
         _answer(output, status, body)
         return
     output.AnswerBuffer(result, "application/json")

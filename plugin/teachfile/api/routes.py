@@ -15,6 +15,7 @@ from typing import Any
 
 import pydicom
 
+from ..errors import REASONS
 from ..node.service import Service
 from ..reception.audit import Finding, audit_dataset
 from ..reception.explain import explain
@@ -34,8 +35,21 @@ def _refusals(service: Service, req: Request) -> Response:
         return error(400, "limit must be an integer")
     if limit < 0:
         return error(400, "limit must not be negative")
-    items = service.state.refusals(limit)
+    aet = req.query.get("aet")
+    items = service.state.refusals(None if aet else limit)
+    if aet:
+        # What a storescu user needs after "Unknown Status: 0x110": their own refusals.
+        items = [r for r in items if (r.get("calling_aet") or "").strip() == aet.strip()][:limit]
+    for r in items:
+        r["explanation"] = REASONS.get(r["reason"], "")
+        r["dimse_status"] = dimse_status_text(r["reason"]) if r["origin"] == "dicom" else None
     return Response(200, {"count": len(items), "refusals": items})
+
+
+def dimse_status_text(reason: str) -> str:
+    """The DIMSE status a C-STORE sender saw for a refusal with ``reason`` (as storescu prints
+    it); see :meth:`Service.cstore_filter`."""
+    return "0xC000" if reason == "parse-error" else "0x0110"
 
 
 def _profile(service: Service, req: Request) -> Response:
@@ -182,6 +196,16 @@ def _method_not_allowed(req: Request, allow: str) -> Response:
     resp = error(405, f"{req.path} answers {allow} only")
     resp.body["allow"] = allow
     return resp
+
+
+def forbidden(service: Service, user: str | None, method: str, uri: str) -> Response:
+    """A 403 that says which role the request needs and which one the caller has."""
+    from ..node.roles import required_role
+
+    need = required_role(method, uri)
+    role = service.roles.role_of(user)
+    return error(403, f"{method} {uri.split('?', 1)[0]} needs the {need} role; user "
+                 f"{user!r} is a {role or 'nobody'}", "role", required_role=need, role=role)
 
 
 def dispatch(service: Service, req: Request) -> Response:

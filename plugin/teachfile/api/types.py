@@ -41,5 +41,15 @@ class Response:
         return json.dumps(self.body, indent=2, sort_keys=False).encode()
 
 
-def error(status: int, message: str) -> Response:
-    return Response(status, {"error": message, "status": status})
+#: A short, stable code for each error status, so clients can branch on ``reason``.
+REASON_BY_STATUS = {400: "bad-request", 401: "unauthenticated", 403: "forbidden",
+                    404: "not-found", 405: "method-not-allowed", 409: "conflict",
+                    413: "too-large", 422: "unprocessable", 500: "internal-error",
+                    503: "unavailable"}
+
+
+def error(status: int, message: str, reason: str | None = None, **extra: Any) -> Response:
+    """Every ``/teachfile`` error: ``{"error": message, "reason": code, "status": status}``."""
+    return Response(status, {"error": message,
+                             "reason": reason or REASON_BY_STATUS.get(status, "error"),
+                             "status": status, **extra})

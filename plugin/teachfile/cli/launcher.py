@@ -293,6 +293,9 @@ def build_config(settings: NodeSettings, password: str,
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
         # Silent and half-sent clients must not hold the DICOM and HTTP threads (issue 15).
         **answering_config(),
+        # Orthanc stores WebDAV uploads later, from a folder, after answering 201: a refused
+        # file could never be reported to whoever put it. Uploads go by C-STORE or HTTP POST.
+        "WebDavUploadAllowed": False,
         # Transcoding happens in the plugin; GDCM stays loaded to decode J2K for clients that
         # cannot take it.
         "Gdcm": {"Enable": True},
@@ -443,8 +446,19 @@ def _public_host(settings: NodeSettings) -> str:
     return settings.tls_hosts[0] if settings.tls_hosts else socket.getfqdn()
 
 
+def check_ports(settings: NodeSettings) -> None:
+    """Stop before the banner when a port is taken, naming the port and its holder."""
+    from .ports import taken_ports
+
+    taken = taken_ports({"HTTP": settings.http_port, "DICOM": settings.dicom_port})
+    if taken:
+        raise ConfigError("; ".join(taken) + ". Stop that process, or choose other ports with "
+                          "TEACHFILE_HTTP_PORT / TEACHFILE_DICOM_PORT")
+
+
 def run(args: argparse.Namespace) -> int:
     settings = NodeSettings.from_env()
+    check_ports(settings)
     prepared = prepare(settings)
     print(banner(settings, prepared), flush=True)
     cmd = orthanc_command(prepared, verbose=args.verbose)

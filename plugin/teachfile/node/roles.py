@@ -99,6 +99,11 @@ def allowed(role: str, method: str, uri: str) -> bool:
     return False
 
 
+def required_role(method: str, uri: str) -> str:
+    """The smallest role that may send ``method uri`` (what a 403 tells the user)."""
+    return next((r for r in ROLES if allowed(r, method, uri)), "admin")
+
+
 def basic_user(headers: Mapping[str, str]) -> str | None:
     """The user name of an HTTP Basic ``Authorization`` header (Orthanc checked the password)."""
     value = next((v for k, v in headers.items() if k.lower() == "authorization"), None)

@@ -119,6 +119,8 @@ def _security() -> dict[str, Any]:
         "HttpDescribeErrors": True,
         # Silent and half-sent clients must not hold the DICOM and HTTP threads.
         **answering_config(),
+        # WebDAV uploads are stored after their 201: a refusal could not reach the sender.
+        "WebDavUploadAllowed": False,
     }
 
 
