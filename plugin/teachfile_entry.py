@@ -413,6 +413,7 @@ def _on_teachfile_rest(output: orthanc.RestOutput, uri: str, **request: object) 
                              b'"reason": "internal-error", "status": 500}')
 
 
+@_full_stack()
 def _on_portal_rest(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     """The portal's page, scripts and images: like :func:`_on_teachfile_rest`, but an answer
     may be bytes of any content type (``teachfile.api.portal.Blob``)."""
@@ -517,6 +518,7 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
     output.AnswerBuffer(result, "application/json")
 
 
+@_full_stack()
 def _on_modality(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     """``/modalities/{name}``: Orthanc's own entry, written back to network.json."""
     if _service is None:
@@ -539,6 +541,7 @@ def _on_modality(output: orthanc.RestOutput, uri: str, **request: object) -> Non
         _answer(output, 500, b'{"error": "internal error", "status": 500}')
 
 
+@_full_stack()
 def _on_stow(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     """``/teachfile/dicom-web/studies``: STOW-RS answered by what was stored (api/stow.py)."""
     if request.get("method") != "POST":
@@ -601,6 +604,7 @@ def _told_what_was_stored(result: bytes | None, stored_ids: list[str]) -> bytes 
 
 orthanc.RegisterReceivedInstanceCallback(_on_received)
 orthanc.RegisterIncomingCStoreInstanceFilter(_on_cstore)
+@_full_stack()
 def _on_reset(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     """``/tools/reset`` is refused: Orthanc would re-run this script after ``Py_Finalize`` in the
     same process, where compiled extensions (PyYAML's ``_yaml``: "metaclass conflict"; numpy,
