@@ -440,10 +440,11 @@ class Deidentifier:
                     and act in ("K", "C", "I") and vr in _FREE_TEXT_VRS:
                 act = strict  # the enclosing sequence's D (or C) is stricter than a text rule
             if vr in _CLEAN_VRS and act in ("C", "I", "K"):
-                if act == "K" and tag in self._exact:
-                    continue
-                # K text (the table's, an option's) is checked for the instance's identifiers
-                self._clean(ds, d, tag, raw, vr, act == "C", ctx)
+                if act != "K" or tag not in self._exact:
+                    # K text (the table's, an option's) is checked for the instance's identifiers
+                    self._clean(ds, d, tag, raw, vr, act == "C", ctx)
+                if type(d.get(tag)) is RawDataElement:
+                    ds[tag]  # kept as it was: re-encoded from its value (see below)
                 continue
             if act == "K" and vr != "SQ":
                 if type(raw) is RawDataElement:

@@ -67,6 +67,11 @@ def test_every_reason_is_documented() -> None:
         assert reason in REASONS
 
 
+#: Classes whose hole the de-identification engine itself now closes (its language-aware
+#: cleaning of kept text): the byte checks stay as the second line, with nothing left to catch.
+CLOSED_BY_THE_ENGINE = frozenset({"kept-text-leak"})
+
+
 @pytest.mark.parametrize("klass", sorted(CLASSES))
 def test_each_class_is_refused_or_stored_clean(corpus, klass: str) -> None:
     """Per class: with the checks nothing planted is stored; files that are structurally
@@ -90,6 +95,9 @@ def test_each_class_is_refused_or_stored_clean(corpus, klass: str) -> None:
         before = off.process(h.raw)
         if before.store and (tokens_in(before.data, h.known) & h.known or h.must_refuse):
             harm += 1
+    if klass in CLOSED_BY_THE_ENGINE:  # cleaned by the engine: stored clean, nothing to refuse
+        assert harm == 0
+        return
     assert harm >= 1, f"the {klass} corpus no longer shows the hole it is meant to show"
     assert sum(reasons.values()) >= max(1, sum(h.must_refuse for h in files))
 
