@@ -300,8 +300,10 @@ def build_config(settings: NodeSettings, password: str,
         # cannot take it.
         "Gdcm": {"Enable": True},
         # The Web Viewer keeps its cache in an SQLite file, by default under the storage
-        # directory, which replicas share (scale-out): each node keeps its own.
-        "WebViewer": {"CachePath": str(data / "webviewer-cache")},
+        # directory, which replicas share (scale-out): each node keeps its own. Its own bundled
+        # GDCM decoder is off: J2K is decoded by the GDCM plugin like every other decode (with
+        # both, a transcoding WADO-RS request crashed Orthanc 1.10 about once in four).
+        "WebViewer": {"CachePath": str(data / "webviewer-cache"), "EnableGdcm": False},
         "Teachfile": {
             "Profile": settings.profile,
             "ConfigDirectory": str(CONFIG_DIR),
