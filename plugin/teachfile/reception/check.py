@@ -405,7 +405,9 @@ class _Reader:
             elif vr is None and group & 1 and implicit and length >= 8 and \
                     tag_len(data, vpos)[0:2] == (0xFFFE, 0xE000):
                 self.sequence(vpos, vend, True, depth, False)  # private sequence, implicit
-            else:
+            elif self.out or not group & 1:
+                # Private values are removed on the way in (the safe-listed ones are checked
+                # on the way out), so the input check reads only their structure.
                 self._value(tag, group, elem, vr, vpos, vend, depth, creators)
             pos = vend
         if undefined:
@@ -595,6 +597,11 @@ class _Reader:
             raise Refusal("undecodable-text", tag_name(tag)) from None
 
     def decode(self, vr: str, value: bytes) -> str:
+        if b"\x1b" not in value:
+            try:
+                return value.decode(self.encodings[0])
+            except (UnicodeError, LookupError):
+                pass
         delims = {0x5C, 0x3D, 0x5E} if vr == "PN" else {0x5C}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

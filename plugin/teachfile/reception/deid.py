@@ -44,8 +44,8 @@ from importlib import resources
 from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR, keyword_dict
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -55,6 +55,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import AMBIGUOUS_VR
 
 from .. import __version__
 from ..errors import Refusal
@@ -417,6 +418,7 @@ class Deidentifier:
                     rules: dict[int, str], auto: dict[int, str]) -> None:
         creators: list[int] = []
         kept_blocks: set[int] = set()
+        charset = None
         for tag in list(d):
             if (tag >> 16) & 1:
                 self._private(ds, d, tag, creators, kept_blocks, ctx)
@@ -450,7 +452,13 @@ class Deidentifier:
                 if type(raw) is RawDataElement:
                     # Kept, but re-encoded from its parsed value when written, never copied
                     # as raw bytes (whatever a raw length or VR hid would travel with it).
-                    ds[tag]
+                    if charset is None:
+                        charset = ds.original_character_set or ds._character_set
+                    elem = convert_raw_data_element(raw, encoding=charset, ds=ds)
+                    if elem.VR in AMBIGUOUS_VR or tag == 0x00080005:
+                        ds[tag]  # pydicom's own path resolves US/SS, OB/OW by the dataset
+                    else:
+                        d[tag] = elem
                 continue
             self._apply(ds, tag, act, ctx, depth, strict)
         for ct in creators:
