@@ -34,6 +34,7 @@ bench: setup-test
 	$(PY) scripts/bench-transcode
 	$(PY) scripts/bench-ingest
 	$(PY) scripts/bench-roster
+	$(PY) scripts/bench-memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
