@@ -44,7 +44,7 @@ from importlib import resources
 from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_VR, keyword_dict
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
