@@ -33,7 +33,7 @@ def _py_decref() -> _DecRef:
     fn = ctypes.pythonapi.Py_DecRef
     fn.argtypes = [ctypes.py_object]
     fn.restype = None
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def plugin_leaks_kwargs(orthanc_module: object) -> bool:

@@ -24,7 +24,7 @@ CA_DAYS = 3650
 LEAF_DAYS = 825  # what browsers accept for a server certificate
 
 
-def _crypto():  # type: ignore[no-untyped-def]
+def _crypto():
     try:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
@@ -133,10 +133,10 @@ def issue(ca_key_path: Path, ca_cert_path: Path, key_path: Path, cert_path: Path
                .add_extension(x509.ExtendedKeyUsage([EKU.SERVER_AUTH, EKU.CLIENT_AUTH]),
                               critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                   ca_cert.public_key()), critical=False))  # type: ignore[arg-type]
+                   ca_cert.public_key()), critical=False))
     if hosts:
         builder = builder.add_extension(_san(hosts), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    cert = builder.sign(ca_key, hashes.SHA256())
     write_private(key_path, key.private_bytes(serialization.Encoding.PEM,
                                               serialization.PrivateFormat.PKCS8,
                                               serialization.NoEncryption()))

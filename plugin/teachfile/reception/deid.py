@@ -530,7 +530,7 @@ class Deidentifier:
                 elem.value = _map_values(value, lambda v: _ids.clean_text(
                     v, ctx.ids, offset=ctx.text_offset))
 
-    def _clean(self, ds: Dataset, d: dict, tag: int, raw: object, vr: str, free: bool,
+    def _clean(self, ds: Dataset, d: dict[Any, Any], tag: int, raw: object, vr: str, free: bool,
                ctx: _Ctx) -> None:
         """Clean one text element (``free``: free text; else identifiers only). Raw ASCII
         values that certainly carry nothing are left raw (never decoded: the fast path)."""

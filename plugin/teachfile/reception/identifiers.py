@@ -41,6 +41,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 __all__ = [
     "Identifiers",
@@ -313,7 +314,7 @@ class Identifiers:
     words: frozenset[str] = frozenset()      # 4+ character words of addresses, institutions
     dates: frozenset[_dt.date] = frozenset()
     birth_dates: frozenset[_dt.date] = frozenset()
-    _derived: dict = field(default_factory=dict, compare=False, repr=False)
+    _derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __bool__(self) -> bool:
         return bool(self.names or self.cjk_names or self.ids or self.words or self.dates)
@@ -337,7 +338,7 @@ class Identifiers:
         return b.build()
 
     # derived look-up structures, computed once per instance
-    def _d(self) -> dict:
+    def _d(self) -> dict[str, Any]:
         d = self._derived
         if not d:
             d["loose"] = frozenset(loose(n) for n in self.names if len(loose(n)) >= 3)
@@ -559,7 +560,7 @@ def _values(v: object) -> list[object]:
     if v is None or v == "":
         return []
     if isinstance(v, list | tuple) or type(v).__name__ == "MultiValue":
-        return list(v)  # type: ignore[call-overload]
+        return list(v)  # type: ignore[call-overload, no-any-return]
     return [v]
 
 
@@ -598,7 +599,7 @@ def _segmentable(word: str, parts: frozenset[str]) -> bool:
     return ok[n] >= 3
 
 
-def _latin_word_hit(w: str, ids: Identifiers, d: dict) -> bool:
+def _latin_word_hit(w: str, ids: Identifiers, d: dict[str, Any]) -> bool:
     if w in ids.names or w in ids.ids or w in ids.words:
         return True
     if len(w) >= 3 and loose(w) in d["loose"] or _strip_marks(w) in d["bare"]:
@@ -619,7 +620,7 @@ def _latin_word_hit(w: str, ids: Identifiers, d: dict) -> bool:
 _HEX_RE = re.compile(r"^[a-f]+$")
 
 
-def _chunk_hit(chunk: str, ids: Identifiers, d: dict) -> bool:
+def _chunk_hit(chunk: str, ids: Identifiers, d: dict[str, Any]) -> bool:
     """A non-CJK chunk (between separators) that carries a name part or an ID."""
     if chunk in ids.ids or any(i in chunk for i in d["long_ids"]):
         return True
@@ -718,7 +719,7 @@ def _scan(text: str, ids: Identifiers, mode: str, offset: int | None,
     if stop_at_first or not edits:
         return text, hit
     # apply on the original text, right to left
-    merged: list[list] = []
+    merged: list[list[Any]] = []
     for s, e, rep in sorted(set(edits)):
         if merged and s < merged[-1][1]:  # overlapping removals (a CJK name and its parts)
             merged[-1][1] = max(merged[-1][1], e)
