@@ -115,6 +115,9 @@ def test_every_portal_endpoint_answers_as_documented(pnode: Node) -> None:
         (f"{P}/nodes/{{name}}/echo", f"{P}/nodes/nowhere/echo", "post", {}),
         (f"{P}/retrieve", f"{P}/retrieve", "post", {"json": {"node": "nowhere"}}),
         (f"{P}/jobs/{{job}}", f"{P}/jobs/0000", "get", {}),
+        (f"{P}/network", f"{P}/network", "get",
+         {"params": {"q": "pneumo", "timeout": "2", "unknown": "1"}}),
+        (f"{P}/network", f"{P}/network", "get", {}),
     ]
     seen = set()
     answers: dict[str, requests.Response] = {}
@@ -162,6 +165,11 @@ def test_unknown_mode_hides_the_answer_from_search_and_record(pnode: Node) -> No
     assert pnode.get(lib, params={"q": "mediastinal shift", "unknown": "1"}).json()["total"] == 0
     page = pnode.get(lib, params={"unknown": "1"}).json()
     assert "Tension" not in str(page)
+    net = pnode.get("/teachfile/portal/network",
+                    params={"q": "pneumothorax", "unknown": "1", "timeout": "2"}).json()
+    assert net["count"] == 1 and "Tension" not in str(net)
+    known = pnode.get("/teachfile/portal/network", params={"q": "pneumothorax"}).json()
+    assert "Tension" in str(known)
     case = pnode.get(f"/teachfile/portal/cases/{study}", params={"unknown": "1"}).json()
     assert "Tension" not in str(case) and case["hidden"] == ["diagnosis", "differential",
                                                               "discussion"]

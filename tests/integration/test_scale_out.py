@@ -267,6 +267,23 @@ def test_two_nodes_one_index_one_key_make_one_consistent_study(
             assert check["state"] in ("first", "match"), check
             assert check["may_receive"] is True
 
+    # The portal: a conference list and a case record saved through one replica are what the
+    # other one shows (the lists live in the shared storage, the library follows the shared
+    # index's change log).
+    study = seen_a["studies"][0]
+    b_library = cluster.b.get("/teachfile/portal/library").json()  # B's index, warmed first
+    assert b_library["total"] == 1
+    saved = cluster.a.put(f"/teachfile/portal/cases/{study}",
+                          json={"diagnosis": "Scale-out diagnosis", "keywords": ["shared"]})
+    assert saved.status_code == 200, saved.text
+    conf = cluster.a.get("/teachfile/portal/conferences").json()
+    lists = [{"name": "Monday", "cases": [study]}]
+    assert cluster.a.put("/teachfile/portal/conferences",
+                         json={"version": conf["version"], "lists": lists}).status_code == 200
+    assert cluster.b.get("/teachfile/portal/conferences").json()["lists"] == lists
+    found = cluster.b.get("/teachfile/portal/library", params={"q": "scale-out"}).json()
+    assert [c["study"] for c in found["cases"]] == [study]
+
 
 def test_nodes_with_different_keys_are_caught(
         node_factory: Callable[..., Node], fresh_index: tuple[Postgres, Path]) -> None:

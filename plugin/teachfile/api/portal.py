@@ -714,6 +714,18 @@ def retrieve(service: Service, req: Request) -> Response:
                           "job_path": f"/jobs/{job_id}"})
 
 
+def network(service: Service, req: Request) -> Response:
+    """The fan-out search of ``GET /teachfile/search``, for the page: in unknown mode the answer
+    fields of the case records are left out of the results, as in the library."""
+    resp = cases.search(service, req)
+    if resp.status == 200 and is_true(req.query.get("unknown")):
+        for result in resp.body.get("results", []):
+            if isinstance(result.get("case"), dict):
+                result["case"] = {k: v for k, v in result["case"].items()
+                                  if k not in (*HIDDEN_FIELDS, "notes")}
+    return resp
+
+
 def job(service: Service, req: Request, job_id: str) -> Response:
     """The state of a send or a retrieve the page started."""
     if not job_id.replace("-", "").isalnum():
@@ -746,6 +758,7 @@ _ROUTES: tuple[tuple[str, Mapping[str, Handler]], ...] = (
     (rf"^{_P}/nodes$", {"GET": nodes}),
     (rf"^{_P}/nodes/(?P<name>[^/]+)/echo$", {"POST": echo}),
     (rf"^{_P}/retrieve$", {"POST": retrieve}),
+    (rf"^{_P}/network$", {"GET": network}),
     (rf"^{_P}/jobs/(?P<job_id>[^/]+)$", {"GET": job}),
 )
 PREFIXES = ("/teachfile/ui", "/teachfile/portal")

@@ -108,7 +108,7 @@ async function showLibrary(params) {
   prev.disabled = st.offset <= 0; next.disabled = end >= data.total;
   prev.onclick = () => setHash('library', { ...st, unknown: st.unknown ? '1' : '', network: st.network ? '1' : '', offset: Math.max(0, st.offset - 24) }, false);
   next.onclick = () => setHash('library', { ...st, unknown: st.unknown ? '1' : '', network: st.network ? '1' : '', offset: st.offset + 24 }, false);
-  if (st.network && st.q) networkSearch(st.q);
+  if (st.network && st.q) networkSearch(st.q, st.unknown);
 }
 
 function caseCard(c, unknown) {
@@ -124,11 +124,11 @@ function caseCard(c, unknown) {
   </a>`;
 }
 
-async function networkSearch(q) {
+async function networkSearch(q, unknown) {
   const net = document.getElementById('net');
   net.innerHTML = '<h3>Network</h3><p class="muted">Asking every configured node…</p>';
   try {
-    const r = await api(`/teachfile/search?${new URLSearchParams({ q, timeout: '5' })}`);
+    const r = await api(`${API}/network?${new URLSearchParams({ q, timeout: '5', unknown: unknown ? '1' : '' })}`);
     net.innerHTML = `<h3>Network</h3>
       <p class="nodes">${r.nodes.map((n) => `<span class="node ${n.status === 'ok' ? 'ok' : 'bad'}">${esc(n.node)} (${esc(n.aet)}): ${esc(n.status)}, ${n.count}</span>`).join(' ')}</p>
       <table class="results"><tr><th>Title</th><th>Date</th><th>Modalities</th><th>Images</th><th>Nodes</th><th></th></tr>
