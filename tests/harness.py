@@ -370,3 +370,40 @@ def stow_rs(node: Node, parts: Iterable[bytes]) -> requests.Response:
     ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
     return node.post("/dicom-web/studies", data=body,
                      headers={"Content-Type": ctype, "Accept": "application/dicom+json"})
+
+
+def _nullable(schema: Any) -> Any:
+    """OpenAPI 3.0's ``nullable`` as JSON Schema, recursively."""
+    if isinstance(schema, dict):
+        out = {k: _nullable(v) for k, v in schema.items() if k != "nullable"}
+        if schema.get("nullable") and "type" in out:
+            out["type"] = [out["type"], "null"]
+        return out
+    if isinstance(schema, list):
+        return [_nullable(v) for v in schema]
+    return schema
+
+
+def check_documented(doc: dict[str, Any], template: str, method: str,
+                     resp: requests.Response) -> None:
+    """The answer as the OpenAPI document describes it: a documented status, a documented
+    content type and, for JSON, a body that validates against the schema."""
+    import copy
+
+    import jsonschema
+
+    spec = doc["paths"][template][method]["responses"].get(str(resp.status_code))
+    assert spec is not None, \
+        f"{method.upper()} {template} answered {resp.status_code}, undocumented"
+    if "$ref" in spec:
+        spec = doc["components"]["responses"][spec["$ref"].rsplit("/", 1)[1]]
+    content = spec.get("content")
+    assert content is not None, (template, resp.status_code)
+    ctype = resp.headers.get("Content-Type", "").split(";")[0]
+    if not ctype and resp.status_code != 200:
+        ctype = "application/json"  # plugin 4.0 sends an error's body without a type
+    assert ctype in content, (template, ctype, list(content))
+    if ctype == "application/json":
+        root = _nullable({**copy.deepcopy(content[ctype]["schema"]),
+                          "components": doc["components"]})
+        jsonschema.validate(resp.json(), root)
