@@ -308,6 +308,11 @@ def _answer(output: orthanc.RestOutput, status: int, body: bytes) -> None:
     if status == 200:
         output.AnswerBuffer(body, "application/json")
         return
+    # Every /teachfile error is JSON: say so (plugin 7.1 would label the body text/plain).
+    try:
+        output.SetHttpHeader("Content-Type", "application/json")
+    except Exception:  # noqa: BLE001 - the status and body matter more than the label
+        pass
     try:
         output.SendHttpStatus(status, body)  # plugin >= 4.1: (status, body)
     except TypeError:
