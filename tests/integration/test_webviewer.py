@@ -7,13 +7,14 @@ from __future__ import annotations
 import copy
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from harness import Node, send_pynetdicom
+from harness import send_pynetdicom
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,10 @@ def _ct_series(slices: int) -> list[pydicom.Dataset]:
     return out
 
 
-def test_a_jpeg2000_series_opens_in_the_web_viewer(node: Node, tmp_path: Path) -> None:
+def test_a_jpeg2000_series_opens_in_the_web_viewer(node_factory: Any, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEACHFILE_WEBVIEWER", "1")  # opt-in on make-run nodes (see launcher)
+    node = node_factory()
     assert send_pynetdicom(node, _ct_series(3)) == [0, 0, 0]
     series = node.get("/series").json()
     assert len(series) == 1
