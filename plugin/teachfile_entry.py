@@ -7,7 +7,6 @@ original), so no exception may ever leave it.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -315,9 +314,6 @@ def _answer(output: orthanc.RestOutput, status: int, body: bytes) -> None:
     if status == 200:
         output.AnswerBuffer(body, "application/json")
         return
-    # Every /teachfile error is JSON: say so (plugin 7.1 would label the body text/plain).
-    with contextlib.suppress(Exception):  # the status and body matter more than the label
-        output.SetHttpHeader("Content-Type", "application/json")
     try:
         output.SendHttpStatus(status, body)  # plugin >= 4.1: (status, body)
     except TypeError:
