@@ -409,3 +409,15 @@ def check_documented(doc: dict[str, Any], template: str, method: str,
         root = _nullable({**copy.deepcopy(content[ctype]["schema"]),
                           "components": doc["components"]})
         jsonschema.validate(resp.json(), root)
+
+
+#: What a test node takes from a configuration the roster rendered; ports, users and storage
+#: stay the harness's.
+NETWORK_KEYS = ("DicomModalities", "DicomAlwaysAllowEcho", "DicomAlwaysAllowStore",
+                "DicomAlwaysAllowFind", "DicomAlwaysAllowGet", "DicomAlwaysAllowMove",
+                "DicomCheckModalityHost", "DicomCheckCalledAet", "UnknownSopClassAccepted")
+
+
+def network_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The network part of a rendered configuration (see :data:`NETWORK_KEYS`)."""
+    return {k: config[k] for k in NETWORK_KEYS if k in config}

@@ -21,7 +21,7 @@ import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from harness import Node, check_documented, free_port, to_bytes, upload_rest
+from harness import Node, check_documented, free_port, network_of, to_bytes, upload_rest
 from teachfile.api.routes import openapi_document
 from teachfile.cli.main import main
 
@@ -30,11 +30,6 @@ pytestmark = pytest.mark.integration
 KEY = "5a" * 32  # the department's shared pseudonym key
 SECRET = "cases-integration-secret-0123456789"
 J2K_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
-#: What a node takes from its rendered configuration; ports, users and storage stay the
-#: harness's (the same ports as the roster's).
-NETWORK_KEYS = ("DicomModalities", "DicomAlwaysAllowEcho", "DicomAlwaysAllowStore",
-                "DicomAlwaysAllowFind", "DicomAlwaysAllowGet", "DicomAlwaysAllowMove",
-                "DicomCheckModalityHost", "DicomCheckCalledAet", "UnknownSopClassAccepted")
 USERS = {"carol": "carol-pw", "vic": "vic-pw"}
 TITLE = "Aortic dissection, Stanford type A"
 RECORD = {"title": TITLE, "keywords": ["aortic", "dissection", "CTA"],
@@ -62,7 +57,7 @@ def _render_roster(tmp: Path) -> dict[str, dict[str, Any]]:
 
 def _start(node_factory: Callable[..., Node], config: dict[str, Any],
            **extra: Any) -> Node:
-    network = {k: config[k] for k in NETWORK_KEYS if k in config}
+    network = network_of(config)
     return node_factory(aet=config["DicomAet"], dicom_port=config["DicomPort"],
                         http_port=config["HttpPort"], env={"TEACHFILE_KEY": KEY},
                         extra_config={**network, **extra})

@@ -14,15 +14,12 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from harness import Node, free_port, to_bytes, upload_rest
+from harness import Node, free_port, network_of, to_bytes, upload_rest
 from teachfile.cli.main import main
 
 pytestmark = pytest.mark.integration
 
 SECRET = "peer-exercise-secret-0123456789abcdef"
-NETWORK_KEYS = ("DicomModalities", "DicomAlwaysAllowEcho", "DicomAlwaysAllowStore",
-                "DicomAlwaysAllowFind", "DicomAlwaysAllowGet", "DicomAlwaysAllowMove",
-                "DicomCheckModalityHost", "DicomCheckCalledAet", "UnknownSopClassAccepted")
 
 
 def _render(tmp: Path) -> dict[str, dict[str, Any]]:
@@ -42,7 +39,7 @@ def _render(tmp: Path) -> dict[str, dict[str, Any]]:
 
 
 def _start(node_factory: Callable[..., Node], config: dict[str, Any]) -> Node:
-    network = {k: config[k] for k in NETWORK_KEYS if k in config}
+    network = network_of(config)
     return node_factory(aet=config["DicomAet"], dicom_port=config["DicomPort"],
                         http_port=config["HttpPort"], extra_config=network)
 
