@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 from teachfile.node.dicomguard import (
+    ELSEWHERE,
     TCP_DEFER_ACCEPT,
     TCP_ESTABLISHED,
     TCP_LISTEN,
     DicomGuard,
-    parse_proc_net_tcp,
+    inspect_socket,
+    socket_fds,
     unanswered_too_long,
 )
-
-_TCP = """\
-  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:1092 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 4242 1
-   1: 0100007F:1092 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 4243 1
-   2: 0100007F:D431 0100007F:1092 01 00000000:00000000 00:00000000 00000000     0        0 4244 1
-"""
 
 
 class _Clock:
@@ -29,11 +25,33 @@ class _Clock:
         return self.now
 
 
-def test_proc_net_tcp_rows_give_port_state_inode_and_accept_queue() -> None:
-    rows = parse_proc_net_tcp(_TCP)
-    assert [(r.local_port, r.state, r.inode) for r in rows] == [
-        (4242, TCP_LISTEN, 4242), (4242, TCP_ESTABLISHED, 4243), (54321, TCP_ESTABLISHED, 4244)]
-    assert rows[0].rx_queue == 3
+def test_own_sockets_give_port_state_inode_and_accept_queue() -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    waiting = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    other = socket.socket()
+    unbound = socket.socket()
+    try:
+        other.bind(("127.0.0.1", 0))
+        fds = socket_fds()
+        assert fds[os.fstat(srv.fileno()).st_ino] >= 0
+        listening = inspect_socket(srv, port)
+        assert listening is not None
+        assert (listening.local_port, listening.state, listening.rx_queue) == (port, TCP_LISTEN, 3)
+        assert listening.inode == os.fstat(srv.fileno()).st_ino
+        assert inspect_socket(other, port) is ELSEWHERE  # bound elsewhere: never looked at again
+        assert inspect_socket(unbound, port) is None  # may still bind to the port: looked at again
+        conn, _ = srv.accept()
+        try:
+            entry = inspect_socket(conn, port)
+            assert entry is not None and entry.state == TCP_ESTABLISHED
+        finally:
+            conn.close()
+    finally:
+        for s in (srv, other, unbound, *waiting):
+            s.close()
 
 
 def test_only_unanswered_connections_past_the_timeout_are_dropped() -> None:
