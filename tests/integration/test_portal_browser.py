@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,13 @@ def pages(browser: Any, portal: dict[str, Any], artifacts: Path,
     yield p
     p.close()
     assert not p.errors, p.errors
+
+
+def _wait_until(done: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "the node never showed the change"
+        time.sleep(0.2)
 
 
 def _canvas_hash(page: Any) -> str:
@@ -364,9 +372,10 @@ def test_conference_list_keeps_its_order_across_a_restart(pages: Pages,
                 f"() => document.querySelector('#case-title')?.innerText === '{title}'")
             page.wait_for_selector("#addto option:has-text('Friday conference')", state="attached")
             page.select_option("#addto", "Friday conference")
-            page.wait_for_function(
-                f"() => fetch('/teachfile/portal/conferences').then(r => r.json())"
-                f".then(c => c.lists[0].cases.includes('{study}'))", polling=200)
+            # Asked of the node from here: a wait_for_function predicate that returns a
+            # Promise counts as true at once (it is truthy), which let this step race the PUT.
+            _wait_until(lambda s=study: s in portal["node"].get(
+                "/teachfile/portal/conferences").json()["lists"][0]["cases"])
     page.goto(f"{portal['node'].url}/teachfile/ui/#/conferences")
     with pages.step(page, "reorder"):
         page.wait_for_selector(".conf li")
