@@ -291,75 +291,58 @@ def _password_args(p: argparse.ArgumentParser) -> None:
                    help="generate a password (the default without a terminal)")
 
 
+def _noun(sub: argparse._SubParsersAction, noun: str, help: str) -> argparse._SubParsersAction:
+    return sub.add_parser(noun, help=help).add_subparsers(dest="verb", metavar="VERB",
+                                                          required=True)
+
+
+def _verb(group: argparse._SubParsersAction, verb: str, help: str, func: Any,
+          name: str | None = None) -> argparse.ArgumentParser:
+    """One VERB of a noun: its positional NAME when it takes one, ``--data`` and its handler."""
+    p = group.add_parser(verb, help=help)
+    if name:
+        p.add_argument("name", help=name)
+    _data_arg(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    m = sub.add_parser("modalities", help="DICOM peers that may query/retrieve (kept across "
-                       "restarts)").add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = m.add_parser("add", help="add or replace a modality")
-    p.add_argument("name", help="the modality's name on this node (e.g. horos)")
+    m = _noun(sub, "modalities", "DICOM peers that may query/retrieve (kept across restarts)")
+    p = _verb(m, "add", "add or replace a modality", _modalities_add,
+              "the modality's name on this node (e.g. horos)")
     p.add_argument("--aet", help="its AE title (default: NAME in capitals)")
     p.add_argument("--host", required=True, help="its address (C-MOVE sends there)")
     p.add_argument("--port", type=int, required=True, help="its DICOM port (C-MOVE listener)")
     p.add_argument("--allow", help="comma list of echo,find,findworklist,get,move,store,"
                    "storagecommitment,transcoding (default: echo,find,get,move,transcoding)")
     p.add_argument("--tls", action="store_true", help="use DICOM TLS towards it")
-    _data_arg(p)
-    p.set_defaults(func=_modalities_add)
-    p = m.add_parser("remove", help="remove a modality")
-    p.add_argument("name", help="the modality's name")
-    _data_arg(p)
-    p.set_defaults(func=_modalities_remove)
-    p = m.add_parser("list", help="list the modalities")
+    _verb(m, "remove", "remove a modality", _modalities_remove, "the modality's name")
+    p = _verb(m, "list", "list the modalities", _modalities_list)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _data_arg(p)
-    p.set_defaults(func=_modalities_list)
 
-    u = sub.add_parser("users", help="HTTP users and their roles (kept across restarts)"
-                       ).add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = u.add_parser("add", help="add a user (password prompted, or generated)")
-    p.add_argument("name", help="the user name")
-    p.add_argument("--role", choices=[r for r in ROLES], default="viewer",
+    u = _noun(sub, "users", "HTTP users and their roles (kept across restarts)")
+    p = _verb(u, "add", "add a user (password prompted, or generated)", _users_add,
+              "the user name")
+    p.add_argument("--role", choices=list(ROLES), default="viewer",
                    help="what the user may do (default: viewer)")
     _password_args(p)
-    _data_arg(p)
-    p.set_defaults(func=_users_add)
-    p = u.add_parser("passwd", help="change a user's password")
-    p.add_argument("name", help="the user name")
-    _password_args(p)
-    _data_arg(p)
-    p.set_defaults(func=_users_passwd)
-    p = u.add_parser("remove", help="remove a user")
-    p.add_argument("name", help="the user name")
-    _data_arg(p)
-    p.set_defaults(func=_users_remove)
-    p = u.add_parser("list", help="list users and roles (never passwords)")
-    _data_arg(p)
-    p.set_defaults(func=_users_list)
+    _password_args(_verb(u, "passwd", "change a user's password", _users_passwd,
+                         "the user name"))
+    _verb(u, "remove", "remove a user", _users_remove, "the user name")
+    _verb(u, "list", "list users and roles (never passwords)", _users_list)
 
-    pe = sub.add_parser("peers", help="other Orthanc servers (kept across restarts)"
-                        ).add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = pe.add_parser("add", help="add or replace a peer")
-    p.add_argument("name", help="the peer's name on this node")
+    pe = _noun(sub, "peers", "other Orthanc servers (kept across restarts)")
+    p = _verb(pe, "add", "add or replace a peer", _peers_add, "the peer's name on this node")
     p.add_argument("url", help="its address, e.g. https://other-node:8042/")
     p.add_argument("--user", help="user name on the peer (password prompted or --password-stdin)")
     p.add_argument("--password-stdin", action="store_true",
                    help="read the peer's password from standard input (one line)")
-    _data_arg(p)
-    p.set_defaults(func=_peers_add)
-    p = pe.add_parser("remove", help="remove a peer")
-    p.add_argument("name", help="the peer's name")
-    _data_arg(p)
-    p.set_defaults(func=_peers_remove)
-    p = pe.add_parser("list", help="list the peers (never passwords)")
-    _data_arg(p)
-    p.set_defaults(func=_peers_list)
+    _verb(pe, "remove", "remove a peer", _peers_remove, "the peer's name")
+    _verb(pe, "list", "list the peers (never passwords)", _peers_list)
 
-    t = sub.add_parser("tls", help="the node's certificate and the CAs DICOM TLS trusts"
-                       ).add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = t.add_parser("trust", help="trust a CA certificate (PEM) for DICOM TLS peers")
-    p.add_argument("name", help="a name for the CA (its file in tls/trusted/)")
+    t = _noun(sub, "tls", "the node's certificate and the CAs DICOM TLS trusts")
+    p = _verb(t, "trust", "trust a CA certificate (PEM) for DICOM TLS peers", _tls_trust,
+              "a name for the CA (its file in tls/trusted/)")
     p.add_argument("file", help="the CA certificate, PEM")
-    _data_arg(p)
-    p.set_defaults(func=_tls_trust)
-    p = t.add_parser("show", help="the node's certificate and its SHA-256 fingerprint")
-    _data_arg(p)
-    p.set_defaults(func=_tls_show)
+    _verb(t, "show", "the node's certificate and its SHA-256 fingerprint", _tls_show)
