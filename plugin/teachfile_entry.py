@@ -7,17 +7,20 @@ original), so no exception may ever leave it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import queue
+import re
 import site
 import sys
 import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import orthanc
 
@@ -219,7 +222,13 @@ def _releasing(kind: str):  # type: ignore[no-untyped-def]
 try:
     from teachfile.api import routes as rest
     from teachfile.node.roles import basic_user
-    from teachfile.node.service import Service, Settings, refusal_body, stored_answer
+    from teachfile.node.service import (
+        Service,
+        Settings,
+        modification_answer,
+        refusal_body,
+        stored_answer,
+    )
 
     _service: Service | None = Service(
         Settings.from_orthanc_config(json.loads(orthanc.GetConfiguration())))
@@ -298,7 +307,8 @@ def _import_worker() -> None:
 def _on_stored(instance: orthanc.DicomInstance, instance_id: str) -> None:
     try:
         data = instance.GetInstanceData()
-        if _service is not None and _service.verify_stored(data, instance_id):
+        if _service is not None and _service.verify_stored(
+                data, instance_id, _ORIGINS.get(instance.GetInstanceOrigin(), "unknown")):
             if _RECORD_MARK in data:
                 _to_import.put((instance_id, 0))
             return
@@ -524,6 +534,105 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
     output.AnswerBuffer(result, "application/json")
 
 
+_modifying = threading.Lock()
+_MODIFICATION = re.compile(r"^/(patients|studies|series)/([^/]+)/(modify|anonymize)$")
+
+
+@_full_stack()
+def _on_modification(output: orthanc.RestOutput, uri: str, **request: object) -> None:
+    """``POST /{patients,studies,series}/{id}/{modify,anonymize}``, told what was stored.
+
+    Orthanc answers these from the identifiers its job generated, which the node's pseudonyms
+    replace: 1.10 names a resource that does not exist, 1.13 answers 404; both after storing
+    the de-identified copy. So the plugin runs the job itself and answers from what was
+    stored (``service.modification_answer``). The job runs asynchronously while this thread
+    waits in ``time.sleep``: waiting inside ``RestApiPost`` would hold the GIL on plugin 4.0,
+    and the job's instances pass through the received-instance callback on the job's thread
+    (a deadlock, measured). One modification at a time, so what is stored meanwhile through
+    the REST API is this job's. An asynchronous request gets Orthanc's job answer as is."""
+    if request.get("method") != "POST":
+        output.SendMethodNotAllowed("POST")
+        return
+    match = _MODIFICATION.match(uri)
+    if _service is None or match is None:
+        _answer(output, 503, b'{"error": "teachfile failed to start; nothing is stored"}')
+        return
+    try:
+        orthanc.RestApiGet(f"/{match.group(1)}/{match.group(2)}")
+    except Exception:  # noqa: BLE001 - Orthanc 1.13 calls it a bad parameter (400)
+        _answer_error(output, 17, [])
+        return
+    raw = bytes(request.get("body") or b"{}")  # type: ignore[arg-type]
+    try:
+        params = json.loads(raw or b"{}")
+    except ValueError:
+        params = None
+    if not isinstance(params, dict) or params.get("Asynchronous") is True:
+        _pass_through(output, uri, raw)
+        return
+    job = None
+    with _modifying:
+        _service.begin_collect()
+        try:
+            try:
+                job = json.loads(orthanc.RestApiPost(uri, json.dumps(
+                    {**params, "Asynchronous": True}).encode()))["ID"]
+            except Exception as exc:  # noqa: BLE001 - refused before any job: Orthanc's answer
+                failure: Exception | None = exc
+            else:
+                failure = None
+                info = _wait_for_job(job)
+        finally:
+            stored = _service.end_collect()
+    if job is None:
+        _answer_error(output, _error_code(failure) if failure is not None else None, stored)
+        return
+    answer = None
+    with contextlib.suppress(Exception):  # what it stored may have gone away meanwhile
+        answer = modification_answer(orthanc.RestApiGet, match.group(1), stored,
+                                     match.group(3) == "anonymize")
+    if answer is not None:
+        answer["FailedInstancesCount"] = int((info.get("Content") or {}).get(
+            "FailedInstancesCount", 0) or 0)
+        output.AnswerBuffer(json.dumps(answer, indent=3).encode(), "application/json")
+        return
+    if not stored and info.get("State") == "Failure":
+        code = info.get("ErrorCode")
+        _answer_error(output, code if isinstance(code, int) else None, stored)
+        return
+    _answer(output, 500, json.dumps({
+        "error": "the modification stored nothing" if not stored else
+        "the modification stored instances under more than one resource",
+        "job": job, "state": info.get("State"), "stored": len(stored),
+        "OrthancError": info.get("ErrorDescription")}).encode())
+
+
+def _wait_for_job(job: str, timeout: float = 3600.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    info: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        info = json.loads(orthanc.RestApiGet(f"/jobs/{job}"))
+        if info.get("State") in ("Success", "Failure"):
+            return info
+        time.sleep(0.05)
+    return info
+
+
+def _pass_through(output: orthanc.RestOutput, uri: str, raw: bytes) -> None:
+    try:
+        output.AnswerBuffer(orthanc.RestApiPost(uri, raw), "application/json")
+    except Exception as exc:  # noqa: BLE001
+        _answer_error(output, _error_code(exc), [])
+
+
+def _answer_error(output: orthanc.RestOutput, code: int | None, stored: list[str]) -> None:
+    status = 404 if code in (7, 17) else 400 if code in (3, 5, 8, 12, 15) else 500
+    text = {404: "no such resource", 400: "Orthanc refused the request (bad parameters)"}.get(
+        status, "Orthanc could not modify the resource; see its log")
+    _answer(output, status, json.dumps({"error": text, "OrthancStatus": code,
+                                        "stored": len(stored)}).encode())
+
+
 @_full_stack()
 def _on_modality(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     """``/modalities/{name}``: Orthanc's own entry, written back to network.json."""
@@ -666,6 +775,8 @@ if _service is not None:
     orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _releasing("rest_callback")(_on_teachfile_rest))
     orthanc.RegisterRestCallback("/instances", _releasing("rest_callback")(_on_instances))
     orthanc.RegisterRestCallback("/modalities/([^/]+)", _releasing("rest_callback")(_on_modality))
+    orthanc.RegisterRestCallback("/(patients|studies|series)/([^/]+)/(modify|anonymize)",
+                                 _releasing("rest_callback")(_on_modification))
     _front = (_service.settings.sharing or {}).get("Front")
     if _front:
         try:

@@ -168,6 +168,8 @@ class Service:
         #: thread id -> Orthanc IDs of the instances stored while the plugin uploads for an
         #: HTTP client (the on-stored callback runs on the uploading thread).
         self._upload_stored: dict[int, list[str]] = {}
+        #: Instances stored while a modification job runs (see :meth:`begin_collect`).
+        self._collected: list[str] | None = None
 
     # -- reception -------------------------------------------------------------------------
 
@@ -282,7 +284,8 @@ class Service:
 
     # -- second line of defence ---------------------------------------------------------------
 
-    def verify_stored(self, data: bytes, instance_id: str | None = None) -> bool:
+    def verify_stored(self, data: bytes, instance_id: str | None = None,
+                      origin: str | None = None) -> bool:
         """True when a stored instance carries this node's valid seal; counts it as stored.
 
         Counting here rather than at reception means ``stored`` is what Orthanc really wrote.
@@ -300,7 +303,24 @@ class Service:
                 with self._lock:
                     if tid in self._uploads:
                         self._upload_stored.setdefault(tid, []).append(instance_id)
+                    elif origin in ("rest", "plugin") and self._collected is not None:
+                        self._collected.append(instance_id)
         return ok
+
+    # -- modifications Orthanc runs as jobs ---------------------------------------------------
+
+    def begin_collect(self) -> None:
+        """Remember what Orthanc stores through its REST API or for a plugin from now on, except
+        the uploads the plugin serves: a ``/modify`` or ``/anonymize`` job stores on a job
+        thread (with the origin of whoever asked: the plugin, when it asked), so only this tells
+        what it stored (the caller runs one modification at a time)."""
+        with self._lock:
+            self._collected = []
+
+    def end_collect(self) -> list[str]:
+        with self._lock:
+            out, self._collected = self._collected or [], None
+        return out
 
     def alarm(self, reason: str) -> None:
         self.state.count("alarms", reason)
@@ -473,3 +493,29 @@ def stored_answer(get: Any, instance_ids: list[str]) -> Any:
                     "ParentSeries": inst["ParentSeries"], "ParentStudy": series["ParentStudy"],
                     "ParentPatient": study["ParentPatient"]})
     return out[0] if len(out) == 1 else out
+
+
+#: The parent that names the result of a modification at each level.
+_PARENT = {"patients": "ParentPatient", "studies": "ParentStudy", "series": "ParentSeries"}
+
+
+def modification_answer(get: Any, level: str, stored_ids: list[str],
+                        anonymization: bool) -> dict[str, Any] | None:
+    """Orthanc's answer to ``POST /{level}/{id}/modify`` or ``/anonymize``, rebuilt from what
+    the job stored; None unless it stored instances under exactly one new resource.
+
+    Why: Orthanc 1.13's job looks its result up under the identifiers it generated, which the
+    node's pseudonyms replace, and answers 404 after storing the de-identified copy."""
+    if level not in _PARENT or not stored_ids:
+        return None
+    parents = {p[_PARENT[level]] for p in (stored_answer(get, [i]) for i in stored_ids)}
+    if len(parents) != 1:
+        return None
+    (new_id,) = parents
+    patient = new_id if level == "patients" else \
+        stored_answer(get, [stored_ids[0]])["ParentPatient"]
+    return {"Description": "REST API", "FailedInstancesCount": 0, "ID": new_id,
+            "InstancesCount": len(stored_ids), "IsAnonymization": anonymization,
+            "Path": f"/{level}/{new_id}", "PatientID": patient,
+            "Type": {"patients": "Patient", "studies": "Study", "series": "Series"}[level]}
+

@@ -6,6 +6,7 @@ import io
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -187,3 +188,34 @@ def test_structural_refusals_are_cannot_understand(tmp_path: Path) -> None:
     svc.begin_upload("rest")
     svc.receive(raw[:-3000], "plugin")
     assert refusal_body(svc.end_upload())[0] == 400
+
+
+def _fake_orthanc(parents: dict[str, tuple[str, str, str]]) -> Any:
+    """Internal GET over instance -> (series, study, patient)."""
+
+    def get(uri: str) -> bytes:
+        kind, rid = uri.strip("/").split("/")
+        if kind == "instances":
+            return json.dumps({"ParentSeries": parents[rid][0]}).encode()
+        if kind == "series":
+            study = next(p[1] for p in parents.values() if p[0] == rid)
+            return json.dumps({"ParentStudy": study}).encode()
+        patient = next(p[2] for p in parents.values() if p[1] == rid)
+        return json.dumps({"ParentPatient": patient}).encode()
+
+    return get
+
+
+def test_a_modification_is_answered_with_the_resource_it_stored() -> None:
+    from teachfile.node.service import modification_answer
+
+    get = _fake_orthanc({"i1": ("se1", "st1", "p1"), "i2": ("se2", "st1", "p1")})
+    answer = modification_answer(get, "studies", ["i1", "i2"], anonymization=True)
+    assert answer is not None
+    assert (answer["ID"], answer["Path"], answer["PatientID"], answer["Type"],
+            answer["InstancesCount"], answer["IsAnonymization"]) == (
+        "st1", "/studies/st1", "p1", "Study", 2, True)
+    # Two series under one study: no single series to name; nothing stored: no answer.
+    assert modification_answer(get, "series", ["i1", "i2"], anonymization=False) is None
+    assert modification_answer(get, "studies", [], anonymization=False) is None
+    assert modification_answer(get, "patients", ["i1"], False)["ID"] == "p1"  # type: ignore[index]
