@@ -694,7 +694,8 @@ def _on_stow(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     if status == 200:
         output.AnswerBuffer(body, "application/dicom+json")
         return
-    output.SetHttpHeader("Content-Type", "application/dicom+json")
+    if status in (202, 409):  # DICOM JSON, as PS3.18 answers; a 400 is the node's own error
+        output.SetHttpHeader("Content-Type", "application/dicom+json")
     _answer(output, status, body)
 
 

@@ -71,6 +71,8 @@ def test_every_endpoint_answers_as_documented(rnode: Node) -> None:
         ("/teachfile/cases/{study}/send", "post", {"json": {"target": "nowhere"}}),
         ("/teachfile/search", "get", {"params": {"q": "aortic", "timeout": "2"}}),
         ("/teachfile/search", "get", {}),
+        ("/teachfile/dicom-web/studies", "post", {"data": b"not multipart",
+                                                 "headers": {"Content-Type": "text/plain"}}),
     ]
     seen = set()
     for path, method, kw in calls:
