@@ -421,3 +421,38 @@ NETWORK_KEYS = ("DicomModalities", "DicomAlwaysAllowEcho", "DicomAlwaysAllowStor
 def network_of(config: Mapping[str, Any]) -> dict[str, Any]:
     """The network part of a rendered configuration (see :data:`NETWORK_KEYS`)."""
     return {k: config[k] for k in NETWORK_KEYS if k in config}
+
+
+def render_peer_roster(tmp: Path, secret: str, nodes: Mapping[str, str],
+                       role: str | None = None) -> dict[str, dict[str, Any]]:
+    """A workshop roster with ``peer_mode: true``, a server and the participant ``nodes``
+    (name -> AET) on 127.0.0.1 with free ports, rendered by ``teachfile roster render``: the
+    configurations by node name, the server's under ``"server"``."""
+    import json
+
+    from teachfile.cli.main import main
+
+    ports = {n: (free_port(), free_port()) for n in ("server", *nodes)}
+    lines = [f"secret: {secret}", "peer_mode: true", "server:", "  aet: TEACHFILE",
+             "  host: 127.0.0.1", f"  dicom_port: {ports['server'][0]}",
+             f"  http_port: {ports['server'][1]}", "  users:", "    - {name: admin, role: admin}",
+             "participants:", "  nodes:"]
+    for name, aet in nodes.items():
+        lines.append(f"    - {{name: {name}, aet: {aet}, host: 127.0.0.1, "
+                     f"port: {ports[name][0]}, http_port: {ports[name][1]}, "
+                     "permissions: [echo, find, move, store]"
+                     + (f", role: {role}}}" if role else "}"))
+    roster = tmp / "roster.yaml"
+    roster.write_text("\n".join(lines) + "\n")
+    assert main(["roster", "render", str(roster), "-o", str(tmp / "rendered")]) == 0
+    configs = {"server": tmp / "rendered/server/orthanc.json"}
+    configs.update({n: tmp / f"rendered/nodes/{n}/orthanc.json" for n in nodes})
+    return {n: json.loads(p.read_text()) for n, p in configs.items()}
+
+
+def start_rendered(node_factory: Any, config: Mapping[str, Any], **kwargs: Any) -> Node:
+    """A test node with a rendered configuration's AET, ports and network (``kwargs`` go to
+    the factory; ``extra_config`` is merged over the network part)."""
+    extra = {**network_of(config), **kwargs.pop("extra_config", {})}
+    return node_factory(aet=config["DicomAet"], dicom_port=config["DicomPort"],
+                        http_port=config["HttpPort"], extra_config=extra, **kwargs)

@@ -21,7 +21,14 @@ import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from harness import Node, check_documented, free_port, network_of, to_bytes, upload_rest
+from harness import (
+    Node,
+    check_documented,
+    render_peer_roster,
+    start_rendered,
+    to_bytes,
+    upload_rest,
+)
 from teachfile.api.routes import openapi_document
 from teachfile.cli.main import main
 
@@ -38,29 +45,13 @@ RECORD = {"title": TITLE, "keywords": ["aortic", "dissection", "CTA"],
 
 def _render_roster(tmp: Path) -> dict[str, dict[str, Any]]:
     """A hub and two participants on 127.0.0.1, rendered by ``teachfile roster render``."""
-    ports = {n: (free_port(), free_port()) for n in ("server", "node-a", "node-b")}
-    lines = [f"secret: {SECRET}", "peer_mode: true", "server:", "  aet: TEACHFILE",
-             "  host: 127.0.0.1", f"  dicom_port: {ports['server'][0]}",
-             f"  http_port: {ports['server'][1]}", "  users:", "    - {name: admin, role: admin}",
-             "participants:", "  nodes:"]
-    for name in ("node-a", "node-b"):
-        lines.append(f"    - {{name: {name}, aet: {name.upper().replace('-', '_')}, "
-                     f"host: 127.0.0.1, port: {ports[name][0]}, http_port: {ports[name][1]}, "
-                     "permissions: [echo, find, move, store], role: contributor}")
-    roster = tmp / "roster.yaml"
-    roster.write_text("\n".join(lines) + "\n")
-    assert main(["roster", "render", str(roster), "-o", str(tmp / "rendered")]) == 0
-    configs = {"server": tmp / "rendered/server/orthanc.json"}
-    configs.update({n: tmp / f"rendered/nodes/{n}/orthanc.json" for n in ("node-a", "node-b")})
-    return {n: json.loads(p.read_text()) for n, p in configs.items()}
+    return render_peer_roster(tmp, SECRET, {"node-a": "NODE_A", "node-b": "NODE_B"},
+                              role="contributor")
 
 
 def _start(node_factory: Callable[..., Node], config: dict[str, Any],
            **extra: Any) -> Node:
-    network = network_of(config)
-    return node_factory(aet=config["DicomAet"], dicom_port=config["DicomPort"],
-                        http_port=config["HttpPort"], env={"TEACHFILE_KEY": KEY},
-                        extra_config={**network, **extra})
+    return start_rendered(node_factory, config, env={"TEACHFILE_KEY": KEY}, extra_config=extra)
 
 
 def _case_instances(n: int = 3) -> list[pydicom.Dataset]:

@@ -4,7 +4,6 @@ finds it, both in its own store and when queried over C-FIND."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from harness import Node, free_port, network_of, to_bytes, upload_rest
-from teachfile.cli.main import main
+from harness import Node, render_peer_roster, start_rendered, to_bytes, upload_rest
 
 pytestmark = pytest.mark.integration
 
@@ -23,25 +21,11 @@ SECRET = "peer-exercise-secret-0123456789abcdef"
 
 
 def _render(tmp: Path) -> dict[str, dict[str, Any]]:
-    ports = {n: (free_port(), free_port()) for n in ("server", "ana", "ben")}
-    lines = [f"secret: {SECRET}", "peer_mode: true", "server:", "  aet: TEACHFILE",
-             "  host: 127.0.0.1", f"  dicom_port: {ports['server'][0]}",
-             f"  http_port: {ports['server'][1]}", "  users:", "    - {name: admin, role: admin}",
-             "participants:", "  nodes:"]
-    for name in ("ana", "ben"):
-        lines.append(f"    - {{name: {name}, aet: {name.upper()}, host: 127.0.0.1, "
-                     f"port: {ports[name][0]}, http_port: {ports[name][1]}, "
-                     "permissions: [echo, find, move, store]}")
-    (tmp / "roster.yaml").write_text("\n".join(lines) + "\n")
-    assert main(["roster", "render", str(tmp / "roster.yaml"), "-o", str(tmp / "out")]) == 0
-    return {n: json.loads((tmp / f"out/nodes/{n}/orthanc.json").read_text())
-            for n in ("ana", "ben")}
+    return render_peer_roster(tmp, SECRET, {"ana": "ANA", "ben": "BEN"})
 
 
 def _start(node_factory: Callable[..., Node], config: dict[str, Any]) -> Node:
-    network = network_of(config)
-    return node_factory(aet=config["DicomAet"], dicom_port=config["DicomPort"],
-                        http_port=config["HttpPort"], extra_config=network)
+    return start_rendered(node_factory, config)
 
 
 def test_a_participant_sends_to_a_neighbour_who_finds_it(node_factory: Callable[..., Node],
