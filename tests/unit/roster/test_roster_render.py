@@ -21,16 +21,6 @@ from teachfile.roster.render import node_config, render, server_config, write
 EXAMPLE = Path(__file__).resolve().parents[3] / "orthanc-config" / "roster.example.yaml"
 
 
-@pytest.fixture(scope="module")
-def roster() -> Roster:
-    return load_roster(EXAMPLE, environ={})
-
-
-@pytest.fixture(scope="module")
-def outputs(roster: Roster) -> dict[str, str]:
-    return render(roster)
-
-
 def test_every_output_is_there(outputs: dict[str, str]) -> None:
     names = [f"workshop{n:02}" for n in range(1, 21)]
     expected = {"server/orthanc.json", "compose.yaml", "assignments.csv", "handouts/index.html"}

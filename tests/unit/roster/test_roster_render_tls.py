@@ -5,23 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import yaml
 
-from teachfile.roster import Roster, load_roster, parse_roster
+from teachfile.roster import Roster, parse_roster
 from teachfile.roster.render import render
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "orthanc-config" / "roster.example.yaml"
-
-
-@pytest.fixture(scope="module")
-def roster() -> Roster:
-    return load_roster(EXAMPLE, environ={})
-
-
-@pytest.fixture(scope="module")
-def outputs(roster: Roster) -> dict[str, str]:
-    return render(roster)
 
 
 def test_tls_roster_renders_tls_everywhere(tmp_path: Path) -> None:
