@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..node.records import text_field
+
 #: Template fields beyond what :class:`teachfile.api.cases.CaseRecord` holds (title, keywords,
 #: diagnosis, notes), with their length limits.
 EXTRA_FIELDS: dict[str, int] = {
@@ -96,18 +98,8 @@ def update_extras(current: Extras, body: Mapping[str, Any], now: str) -> Extras:
     """The extras after a save: fields present replace, absent ones stay."""
     values: dict[str, Any] = {}
     for name, limit in EXTRA_FIELDS.items():
-        if name not in body or body[name] is None:
-            values[name] = getattr(current, name)
-            continue
-        value = body[name]
-        if not isinstance(value, str):
-            raise PortalError(f"{name} must be a string")
-        value = value.strip()
-        if len(value) > limit:
-            raise PortalError(f"{name} is longer than {limit} characters")
-        if _CONTROL.search(value):
-            raise PortalError(f"{name} contains control characters")
-        values[name] = value
+        value = text_field(body, name, limit, oneline=False, error=PortalError)
+        values[name] = getattr(current, name) if value is None else value
     keys = body.get("key_images")
     if keys is None:
         key_images = current.key_images

@@ -133,18 +133,21 @@ class StoredCase:
                    str(data.get("created", "")))
 
 
-def _text(body: Mapping[str, Any], name: str, limit: int, *, oneline: bool) -> str | None:
+def text_field(body: Mapping[str, Any], name: str, limit: int, *, oneline: bool,
+               error: type[ValueError] = CaseError) -> str | None:
+    """A text field of a request body, stripped; None when absent. The one check of every
+    field an author types (case records here, the portal's template fields): the message
+    names the field, never its value."""
     if name not in body or body[name] is None:
         return None
     value = body[name]
     if not isinstance(value, str):
-        raise CaseError(f"{name} must be a string")
+        raise error(f"{name} must be a string")
     value = value.strip()
     if len(value) > limit:
-        raise CaseError(f"{name} is longer than {limit} characters")
+        raise error(f"{name} is longer than {limit} characters")
     if (_FORBIDDEN if oneline else _FORBIDDEN_MULTILINE).search(value):
-        raise CaseError(f"{name} contains control characters"
-                        + (" or a backslash" if oneline else ""))
+        raise error(f"{name} contains control characters" + (" or a backslash" if oneline else ""))
     return value
 
 
@@ -183,12 +186,12 @@ def update_record(current: CaseRecord, body: Any, now: str | None = None) -> Cas
     unknown = set(body) - set(FIELDS)
     if unknown:
         raise CaseError("unknown fields: " + ", ".join(sorted(unknown)))
-    title = _text(body, "title", TITLE_MAX, oneline=True)
+    title = text_field(body, "title", TITLE_MAX, oneline=True)
     if title == "":
         raise CaseError("title must not be empty")
     keywords = _keywords(body)
-    diagnosis = _text(body, "diagnosis", DIAGNOSIS_MAX, oneline=False)
-    notes = _text(body, "notes", NOTES_MAX, oneline=False)
+    diagnosis = text_field(body, "diagnosis", DIAGNOSIS_MAX, oneline=False)
+    notes = text_field(body, "notes", NOTES_MAX, oneline=False)
     return CaseRecord(
         title=current.title if title is None else title,
         keywords=current.keywords if keywords is None else keywords,
