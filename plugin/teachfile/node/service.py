@@ -495,8 +495,8 @@ def stored_answer(get: Any, instance_ids: list[str]) -> Any:
     return out[0] if len(out) == 1 else out
 
 
-#: The parent that names the result of a modification at each level.
-_PARENT = {"patients": "ParentPatient", "studies": "ParentStudy", "series": "ParentSeries"}
+#: The levels a modification names its result at.
+_PARENT = ("patients", "studies", "series")
 
 
 def modification_answer(get: Any, level: str, stored_ids: list[str],
@@ -504,18 +504,19 @@ def modification_answer(get: Any, level: str, stored_ids: list[str],
     """Orthanc's answer to ``POST /{level}/{id}/modify`` or ``/anonymize``, rebuilt from what
     the job stored; None unless it stored instances under exactly one new resource.
 
-    Why: Orthanc 1.13's job looks its result up under the identifiers it generated, which the
-    node's pseudonyms replace, and answers 404 after storing the de-identified copy."""
+    Why: Orthanc's job names its result by the identifiers it generated, which the node's
+    pseudonyms replace (1.10 names a resource that does not exist, 1.13 answers 404). One GET
+    per instance, then one per distinct series and study: a study's instances share them."""
     if level not in _PARENT or not stored_ids:
         return None
-    parents = {p[_PARENT[level]] for p in (stored_answer(get, [i]) for i in stored_ids)}
-    if len(parents) != 1:
+    series = {json.loads(get(f"/instances/{i}"))["ParentSeries"] for i in stored_ids}
+    studies = {json.loads(get(f"/series/{s}"))["ParentStudy"] for s in series}
+    patients = {json.loads(get(f"/studies/{s}"))["ParentPatient"] for s in studies}
+    parents = {"series": series, "studies": studies, "patients": patients}[level]
+    if len(parents) != 1 or len(patients) != 1:
         return None
-    (new_id,) = parents
-    patient = new_id if level == "patients" else \
-        stored_answer(get, [stored_ids[0]])["ParentPatient"]
+    (new_id,), (patient,) = parents, patients
     return {"Description": "REST API", "FailedInstancesCount": 0, "ID": new_id,
             "InstancesCount": len(stored_ids), "IsAnonymization": anonymization,
             "Path": f"/{level}/{new_id}", "PatientID": patient,
             "Type": {"patients": "Patient", "studies": "Study", "series": "Series"}[level]}
-
