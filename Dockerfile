@@ -25,8 +25,17 @@ RUN set -eu; \
 # The system OpenJPEG writes lossless JPEG 2000 with the code-block BYPASS style (faster to encode
 # and to verify); without it the plugin falls back to imagecodecs' bundled OpenJPEG. Tesseract
 # reads unruled captures for the pixel rules' OCR gate (without it they stay refused).
+# native/threadstack.c: at least 8 MiB of stack for every thread (Debian's civetweb gives
+# Orthanc's HTTP threads 100 KiB and GDCM's transcoding overflows it; see the README, "Two
+# Orthanc lanes"). Not measured on this image's own build; raising a minimum is safe either way.
+COPY native/threadstack.c /opt/teachfile/native/threadstack.c
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libopenjp2-7 tesseract-ocr tesseract-ocr-eng \
+       gcc libc6-dev \
+    && mkdir -p /opt/teachfile/lib \
+    && cc -shared -fPIC -O2 -Wall -Wextra -Werror -o /opt/teachfile/lib/teachfile-threadstack.so \
+       /opt/teachfile/native/threadstack.c -ldl \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y \
     && rm -rf /var/lib/apt/lists/*
 
 # The package is used in place (the entry script puts /opt/teachfile/plugin on sys.path), so the
@@ -40,7 +49,8 @@ COPY docker/teachfile /usr/local/bin/teachfile
 # response waits ~40 ms for the sender's delayed ACK (see plugin/teachfile/cli/launcher.py).
 ENV PYTHONPATH=/opt/teachfile/plugin \
     PYTHONDONTWRITEBYTECODE=1 \
-    TCP_NODELAY=1
+    TCP_NODELAY=1 \
+    LD_PRELOAD=/opt/teachfile/lib/teachfile-threadstack.so
 
 # Fail the build, not the first C-STORE, if the plugin cannot import its dependencies.
 RUN python3 -c "import pydicom, numpy, imagecodecs, yaml, jinja2, requests; \

@@ -441,9 +441,6 @@ def test_wado_rs_with_any_transfer_syntax_returns_the_stored_j2k(lossless: Recei
     _check_unchanged(lossless, "ct", got)
 
 
-@pytest.mark.xfail(orthanc_version() >= (1, 13), run=False, strict=True,
-                   reason="Debian's GDCM 1.8 + DICOMweb 1.24 crash Orthanc 1.13 whenever WADO-RS "
-                   "transcodes, without the plugin too (tests/integration/test_lane.py)")
 def test_wado_rs_without_transfer_syntax_returns_explicit_little_endian(
         lossless: Received) -> None:
     (got,) = _wado_parts(lossless, "rgb", 'multipart/related; type="application/dicom"')
