@@ -185,7 +185,11 @@ def _start_node(
         data_dir=data_dir,
         extra=dict(extra_config or {}),
     )
-    environ = {**os.environ, "TEACHFILE_TESTING": "1", **(env or {}),
+    # Test nodes leave the Web Viewer out unless asked (env, or $TEACHFILE_WEBVIEWER for a whole
+    # run): it adds 0.8 s to every stop, ~100 s per lane. test_webviewer and the retrieval
+    # nodes of test_transcode_node (where Orthanc used to die beside it) load it.
+    environ = {**os.environ, "TEACHFILE_TESTING": "1",
+               "TEACHFILE_WEBVIEWER": os.environ.get("TEACHFILE_WEBVIEWER", "0"), **(env or {}),
                "TEACHFILE_ADMIN_PASSWORD": password}
     prepared = node_mod.prepare(settings, environ)
     log_path = data_dir / "orthanc.log"

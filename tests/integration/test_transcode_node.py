@@ -44,6 +44,9 @@ UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2
 #: per test through the REST API, as an operator would.
 RETRIEVE_CONFIG = {"DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True,
                    "DicomAlwaysAllowFind": True}
+#: The retrieval nodes load the Web Viewer as `make run` nodes do: Orthanc used to die beside
+#: it when GDCM transcoded (README, "Two Orthanc lanes", thread stacks).
+WITH_VIEWER = {"TEACHFILE_WEBVIEWER": "1"}
 
 
 def synthetic_ct(rows: int = 256, seed: int = 3) -> Dataset:
@@ -155,7 +158,7 @@ def _receive(node: Node, lossy_profile: Path | None = None) -> Received:
 @pytest.fixture(scope="module")
 def lossless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Received]:
     node = start_node(tmp_path_factory.mktemp("tc-lossless"), aet="TFJ2K",
-                      extra_config=RETRIEVE_CONFIG)
+                      extra_config=RETRIEVE_CONFIG, env=WITH_VIEWER)
     try:
         yield _receive(node)
     finally:
@@ -171,7 +174,7 @@ def lossy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Received]:
     path = base / "teaching-lossy.yaml"
     path.write_text(yaml.safe_dump(profile))
     node = start_node(base / "node", aet="TFLOSSY",
-                      extra_config={"Teachfile": {"Profile": str(path)}})
+                      extra_config={"Teachfile": {"Profile": str(path)}}, env=WITH_VIEWER)
     try:
         yield _receive(node, path)
     finally:

@@ -58,10 +58,8 @@ def _ct_series(slices: int) -> list[pydicom.Dataset]:
     return out
 
 
-def test_a_jpeg2000_series_opens_in_the_web_viewer(node_factory: Any, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TEACHFILE_WEBVIEWER", "1")  # opt-in on make-run nodes (see launcher)
-    node = node_factory()
+def test_a_jpeg2000_series_opens_in_the_web_viewer(node_factory: Any, tmp_path: Path) -> None:
+    node = node_factory(env={"TEACHFILE_WEBVIEWER": "1"})  # as on make-run nodes (harness: off)
     assert send_pynetdicom(node, _ct_series(3)) == [0, 0, 0]
     series = node.get("/series").json()
     assert len(series) == 1

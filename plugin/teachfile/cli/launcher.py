@@ -33,9 +33,9 @@ ORTHANC_PLUGINS = Path("/usr/share/orthanc/plugins")
 #: are left out on purpose.
 PLUGIN_FILES = ("libOrthancPython.so", "libOrthancGdcm.so", "libOrthancDicomWeb.so")
 #: The Web Viewer decodes JPEG 2000 on the server, so every series opens in Orthanc Explorer's
-#: viewer whatever the browser can decode. Opt-in (TEACHFILE_WEBVIEWER=1) on `make run` nodes:
-#: loaded beside the GDCM plugin on Orthanc 1.10 it made WADO-RS transcodings crash Orthanc
-#: now and then (measured: 1 in 4 runs of the retrieval test), with or without this plugin.
+#: viewer whatever the browser can decode. Loaded unless TEACHFILE_WEBVIEWER=0. (It was opt-in
+#: while Orthanc died now and then beside it: GDCM overflowing 100 KiB HTTP thread stacks, see
+#: thread_stack_shim.)
 WEBVIEWER_FILE = "libOrthancWebViewer.so"
 
 
@@ -192,9 +192,11 @@ def python_plugin_options(lane: str | None = None) -> dict[str, Any]:
     return {}
 
 
-def _env_flag(env: Mapping[str, str], name: str) -> bool:
+def _env_flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
@@ -260,7 +262,8 @@ def sharing_config(settings: NodeSettings, tls: Any | None) -> dict[str, Any]:
 
 def plugin_paths(env: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if env is None else env
-    files = PLUGIN_FILES + ((WEBVIEWER_FILE,) if _env_flag(env, "TEACHFILE_WEBVIEWER") else ())
+    viewer = _env_flag(env, "TEACHFILE_WEBVIEWER", default=True)
+    files = PLUGIN_FILES + ((WEBVIEWER_FILE,) if viewer else ())
     missing = [p for p in files if not on_lane(ORTHANC_PLUGINS / p).exists()]
     if missing:
         raise ConfigError(

@@ -66,3 +66,13 @@ def test_allow_threads_only_where_the_plugin_has_it(monkeypatch: pytest.MonkeyPa
         monkeypatch.setattr(launcher, "lane_packages",
                             lambda lane=None, v=version: {"orthanc-python": v})
         assert launcher.python_plugin_options() == want
+
+
+def test_the_web_viewer_is_loaded_unless_turned_off() -> None:
+    """On every node by default (issue 20); TEACHFILE_WEBVIEWER=0 leaves it out."""
+    viewer = str(launcher.ORTHANC_PLUGINS / launcher.WEBVIEWER_FILE)
+    assert viewer in launcher.plugin_paths({})
+    assert viewer in launcher.plugin_paths({"TEACHFILE_WEBVIEWER": "1"})
+    assert viewer not in launcher.plugin_paths({"TEACHFILE_WEBVIEWER": "0"})
+    with pytest.raises(launcher.ConfigError, match="TEACHFILE_WEBVIEWER"):
+        launcher.plugin_paths({"TEACHFILE_WEBVIEWER": "maybe"})
