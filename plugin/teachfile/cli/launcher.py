@@ -275,8 +275,10 @@ def plugin_paths(env: Mapping[str, str] | None = None) -> list[str]:
 
 def build_config(settings: NodeSettings, password: str,
                  network: network_mod.Network | None = None,
-                 tls: Any | None = None) -> dict[str, Any]:
-    """The Orthanc configuration of a node; plain data, so tests can inspect it."""
+                 tls: Any | None = None,
+                 env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Orthanc configuration of a node; plain data, so tests can inspect it. ``env`` is
+    the environment the settings came from (the plugin list reads $TEACHFILE_WEBVIEWER)."""
     data = settings.data_dir
     config: dict[str, Any] = {
         "Name": settings.aet,
@@ -289,7 +291,7 @@ def build_config(settings: NodeSettings, password: str,
         "RegisteredUsers": {"admin": password},
         "StorageDirectory": str(data / "storage"),
         "IndexDirectory": str(data / "index"),
-        "Plugins": plugin_paths(),
+        "Plugins": plugin_paths(env),
         "PythonScript": str(ENTRY_SCRIPT),
         "PythonVerbose": False,
         **({"Python": opts} if (opts := python_plugin_options()) else {}),
@@ -363,7 +365,7 @@ def prepare(settings: NodeSettings, env: Mapping[str, str] | None = None) -> Pre
 
         tls = ensure_node_tls(data, settings.aet, default_hosts(settings.tls_hosts),
                               settings.tls_cert, settings.tls_key)
-    config = build_config(settings, password, network, tls)
+    config = build_config(settings, password, network, tls, env)
     path = data / "orthanc.json"
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -76,3 +76,13 @@ def test_the_web_viewer_is_loaded_unless_turned_off() -> None:
     assert viewer not in launcher.plugin_paths({"TEACHFILE_WEBVIEWER": "0"})
     with pytest.raises(launcher.ConfigError, match="TEACHFILE_WEBVIEWER"):
         launcher.plugin_paths({"TEACHFILE_WEBVIEWER": "maybe"})
+
+
+def test_prepare_reads_the_web_viewer_setting_from_its_environment(tmp_path: Path) -> None:
+    """The environment given to prepare (the harness's, a service's), not the process's."""
+    viewer = str(launcher.ORTHANC_PLUGINS / launcher.WEBVIEWER_FILE)
+    settings = launcher.NodeSettings(aet="T", dicom_port=1, http_port=2, data_dir=tmp_path / "a")
+    off = launcher.prepare(settings, {"TEACHFILE_ADMIN_PASSWORD": "x", "TEACHFILE_WEBVIEWER": "0"})
+    assert viewer not in off.config["Plugins"]
+    on = launcher.prepare(settings, {"TEACHFILE_ADMIN_PASSWORD": "x"})
+    assert viewer in on.config["Plugins"]
