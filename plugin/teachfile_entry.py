@@ -239,6 +239,24 @@ except Exception as _exc:  # noqa: BLE001
                      "every received instance will be refused")
 
 
+def _thread_stack_preload() -> bool:
+    """Whether native/threadstack.c is mapped in this process: without it Debian's civetweb
+    gives HTTP threads 100 KiB stacks, which GDCM's transcoding overflows (Orthanc dies)."""
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+            return any(line.rstrip().endswith("/teachfile-threadstack.so") for line in maps)
+    except OSError:
+        return False
+
+
+if _service is not None:
+    _service.thread_stack_preload = _thread_stack_preload()
+    if not _service.thread_stack_preload:
+        orthanc.LogWarning("teachfile: Orthanc runs without teachfile-threadstack.so (start it "
+                           "with `teachfile run`, or LD_PRELOAD it): GDCM transcodings on HTTP "
+                           "threads may crash Orthanc")
+
+
 @_full_stack((_MODIFY, _REFUSE_EVERYTHING))
 def _on_received(raw: bytes, origin: object) -> tuple[object, bytes | None]:
     try:

@@ -18,13 +18,22 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
 import requests
 from pydicom.data import get_testdata_file
 
-from harness import LOOPBACK, Node, free_port, lane_expectations, orthanc_version, to_bytes
+from harness import (
+    LOOPBACK,
+    Node,
+    free_port,
+    lane_expectations,
+    orthanc_version,
+    start_node,
+    to_bytes,
+)
 from teachfile.cli import launcher
 
 pytestmark = pytest.mark.integration
@@ -157,3 +166,24 @@ def test_gdcm_transcodings_on_http_threads_keep_orthanc_alive(tmp_path: Path) ->
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_a_node_without_the_thread_stack_preload_says_so(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started by hand (not `teachfile run`), a node reports it in its status and its log."""
+    with_shim = launcher.orthanc_env
+    shim = str(launcher.thread_stack_shim())
+
+    def without_shim(base: Any = None) -> dict[str, str]:
+        env = with_shim(base)
+        env["LD_PRELOAD"] = ":".join(p for p in env["LD_PRELOAD"].split(":") if p != shim)
+        return env
+
+    monkeypatch.setattr(launcher, "orthanc_env", without_shim)
+    node = start_node(tmp_path / "node", wait=False)
+    try:
+        node.wait_until_ready()
+        assert node.status()["thread_stack_preload"] is False
+        assert "runs without teachfile-threadstack.so" in node.log_text()
+    finally:
+        node.stop()

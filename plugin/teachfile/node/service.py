@@ -154,6 +154,9 @@ class Service:
                           "for the shared storage; every instance will be refused (%s)",
                           self.key_check.detail)
         self.versions: dict[str, str] = {"version": __version__}
+        #: Whether Orthanc runs with native/threadstack.c preloaded (set by the entry script):
+        #: without it GDCM transcodings on HTTP threads crash Orthanc (README, thread stacks).
+        self.thread_stack_preload: bool | None = None
         self._lock = threading.Lock()
         #: thread id -> (tombstone bytes, its refusal) awaiting the C-STORE filter, which
         #: Orthanc calls on the same thread right after the received-instance callback.
@@ -355,6 +358,7 @@ class Service:
             "verification": self.reception.verifier.status(),
             "counters": self.state.snapshot(),
             "uptime_seconds": round(time.time() - self.state.started, 1),
+            "thread_stack_preload": self.thread_stack_preload,
             "sharing": {
                 "public": bool(self.settings.sharing.get("Public", False)),
                 "https": bool(self.settings.sharing.get("Https", False)),

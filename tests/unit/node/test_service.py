@@ -219,3 +219,11 @@ def test_a_modification_is_answered_with_the_resource_it_stored() -> None:
     assert modification_answer(get, "series", ["i1", "i2"], anonymization=False) is None
     assert modification_answer(get, "studies", [], anonymization=False) is None
     assert modification_answer(get, "patients", ["i1"], False)["ID"] == "p1"  # type: ignore[index]
+
+
+def test_status_says_whether_the_thread_stack_preload_is_loaded(tmp_path: Path) -> None:
+    """Unknown (None) until the entry script has looked at its own process."""
+    svc = _service(tmp_path)
+    assert svc.status()["thread_stack_preload"] is None
+    svc.thread_stack_preload = True
+    assert svc.status()["thread_stack_preload"] is True
