@@ -7,6 +7,7 @@ DCMTK's storescu/echoscu and HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -130,9 +131,19 @@ class Node:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        # Orthanc's HTTP and DICOM servers notice the stop between two waits for a connection
+        # (civetweb's master polls for up to 2 s): a connection that closes at once wakes them.
+        # Measured: a node's stop took 3.6 s (median of 80), 1.9 s of it in the HTTP server.
+        ports = [p for p in (self.config.get("HttpPort"), self.config.get("DicomPort"))
+                 if isinstance(p, int)]
+        deadline = time.monotonic() + 30
+        while self.process.poll() is None and time.monotonic() < deadline:
+            for port in ports:
+                with contextlib.suppress(OSError):
+                    socket.create_connection((LOOPBACK, port), timeout=0.2).close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=0.1)
+        if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
 
@@ -251,6 +262,10 @@ def check_lane(status: Mapping[str, Any]) -> None:
     if wrong:
         raise RuntimeError(f"the {want['lane']} lane ran other versions than its own "
                            f"(found, wanted): {wrong}")
+    # Every node runs as `teachfile run` runs it: with the thread-stack preload.
+    if status.get("thread_stack_preload") is not True:
+        raise RuntimeError("the node runs without native/threadstack.c preloaded: "
+                           f"thread_stack_preload={status.get('thread_stack_preload')!r}")
 
 
 def refused_as_burned_in(ds: pydicom.Dataset) -> bool:
