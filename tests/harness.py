@@ -197,8 +197,8 @@ def _start_node(
         extra=dict(extra_config or {}),
     )
     # Test nodes leave the Web Viewer out unless asked (env, or $TEACHFILE_WEBVIEWER for a whole
-    # run): it adds 0.8 s to every stop, ~100 s per lane. test_webviewer and the retrieval
-    # nodes of test_transcode_node (where Orthanc used to die beside it) load it.
+    # run): it adds 0.8 s to every stop. test_webviewer and the retrieval nodes of
+    # test_transcode_node (where Orthanc used to die beside it) load it.
     environ = {**os.environ, "TEACHFILE_TESTING": "1",
                "TEACHFILE_WEBVIEWER": os.environ.get("TEACHFILE_WEBVIEWER", "0"), **(env or {}),
                "TEACHFILE_ADMIN_PASSWORD": password}
