@@ -219,6 +219,34 @@ def _releasing(kind: str):  # type: ignore[no-untyped-def]
     return wrap
 
 
+def _rest_api() -> tuple[Any, bool]:
+    """Where the entry script calls Orthanc's REST API from, and whether those calls wait
+    without the GIL. Python plugin 4.0 keeps the GIL inside ``orthanc.RestApiPost``, so a
+    REST callback storing an instance while a C-STORE holds Orthanc's plugin mutex deadlocks
+    the node; the native plugin (``native/restcall.c``, listed in ``Plugins`` by the launcher
+    for such plugins) makes the same calls with the GIL released. Plugins >= 4.3 release it
+    themselves with ``Python.AllowThreads``."""
+    config = json.loads(orthanc.GetConfiguration())
+    allow = bool((config.get("Python") or {}).get("AllowThreads"))
+    library = None
+    try:
+        from teachfile.node.restcall import RestCall, find_library
+
+        library = find_library(config.get("Plugins"))
+        if library is not None:
+            return RestCall(library), True
+    except Exception as exc:  # noqa: BLE001 - the plugin's own calls still work, mostly
+        orthanc.LogError(f"teachfile: cannot use {library} ({type(exc).__name__}: {exc})")
+    if not allow:
+        orthanc.LogWarning("teachfile: REST calls keep the GIL (no teachfile-restcall.so in "
+                           "Plugins, no Python.AllowThreads): concurrent uploads and C-STOREs "
+                           "can deadlock Orthanc; start it with `teachfile run`")
+    return orthanc, allow
+
+
+_rest, _rest_without_gil = _rest_api()
+
+
 try:
     from teachfile.api import routes as rest
     from teachfile.node.roles import basic_user
@@ -250,6 +278,7 @@ def _thread_stack_preload() -> bool:
 
 
 if _service is not None:
+    _service.rest_without_gil = _rest_without_gil
     _service.thread_stack_preload = _thread_stack_preload()
     if not _service.thread_stack_preload:
         orthanc.LogWarning("teachfile: Orthanc runs without teachfile-threadstack.so (start it "
@@ -292,7 +321,7 @@ def _delete_worker() -> None:
         instance_id = _to_delete.get()
         for attempt in range(5):
             try:
-                orthanc.RestApiDelete(f"/instances/{instance_id}")
+                _rest.RestApiDelete(f"/instances/{instance_id}")
                 break
             except Exception as exc:  # noqa: BLE001
                 orthanc.LogError(f"teachfile: could not delete unverified instance "
@@ -353,10 +382,10 @@ def _versions() -> None:
     """Fill in Orthanc's and the Python plugin's versions once (not from a sync callback)."""
     if _service is None or "orthanc_version" in _service.versions:
         return
-    system = json.loads(orthanc.RestApiGet("/system"))
+    system = json.loads(_rest.RestApiGet("/system"))
     _service.versions["orthanc_version"] = system.get("Version", "unknown")
     try:
-        plugin = json.loads(orthanc.RestApiGet("/plugins/python"))
+        plugin = json.loads(_rest.RestApiGet("/plugins/python"))
         _service.versions["python_plugin_version"] = plugin.get("Version", "unknown")
     except Exception:  # noqa: BLE001
         _service.versions["python_plugin_version"] = "unknown"
@@ -367,16 +396,16 @@ class _Api:
     """Orthanc's internal REST API for the handlers (never from a synchronous callback)."""
 
     def get(self, uri: str) -> bytes:
-        return orthanc.RestApiGet(uri)
+        return _rest.RestApiGet(uri)
 
     def post(self, uri: str, body: bytes) -> bytes:
-        return orthanc.RestApiPost(uri, body)
+        return _rest.RestApiPost(uri, body)
 
     def put(self, uri: str, body: bytes) -> bytes:
-        return orthanc.RestApiPut(uri, body)
+        return _rest.RestApiPut(uri, body)
 
     def delete(self, uri: str) -> None:
-        orthanc.RestApiDelete(uri)
+        _rest.RestApiDelete(uri)
 
 
 @_full_stack(False)
@@ -521,7 +550,7 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
     """``/instances``: uploads go through the plugin so a refusal is an HTTP error."""
     method = request.get("method")
     if method == "GET":
-        body = orthanc.RestApiGet(uri + _query_string(dict(request.get("get") or {})))
+        body = _rest.RestApiGet(uri + _query_string(dict(request.get("get") or {})))
         output.AnswerBuffer(body, "application/json")
         return
     if method != "POST":
@@ -534,7 +563,7 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
     orthanc_error = None
     try:
         try:
-            result = orthanc.RestApiPost("/instances", request.get("body") or b"")
+            result = _rest.RestApiPost("/instances", request.get("body") or b"")
         except Exception as exc:  # noqa: BLE001 - Orthanc refused: see what the pipeline said
             result = None
             orthanc_error = _error_code(exc)
@@ -576,7 +605,7 @@ def _on_modification(output: orthanc.RestOutput, uri: str, **request: object) ->
         _answer(output, 503, b'{"error": "teachfile failed to start; nothing is stored"}')
         return
     try:
-        orthanc.RestApiGet(f"/{match.group(1)}/{match.group(2)}")
+        _rest.RestApiGet(f"/{match.group(1)}/{match.group(2)}")
     except Exception:  # noqa: BLE001 - Orthanc 1.13 calls it a bad parameter (400)
         _answer_error(output, 17, [])
         return
@@ -593,7 +622,7 @@ def _on_modification(output: orthanc.RestOutput, uri: str, **request: object) ->
         _service.begin_collect()
         try:
             try:
-                job = json.loads(orthanc.RestApiPost(uri, json.dumps(
+                job = json.loads(_rest.RestApiPost(uri, json.dumps(
                     {**params, "Asynchronous": True}).encode()))["ID"]
             except Exception as exc:  # noqa: BLE001 - refused before any job: Orthanc's answer
                 failure: Exception | None = exc
@@ -607,7 +636,7 @@ def _on_modification(output: orthanc.RestOutput, uri: str, **request: object) ->
         return
     answer = None
     with contextlib.suppress(Exception):  # what it stored may have gone away meanwhile
-        answer = modification_answer(orthanc.RestApiGet, match.group(1), stored,
+        answer = modification_answer(_rest.RestApiGet, match.group(1), stored,
                                      match.group(3) == "anonymize")
     if answer is not None:
         answer["FailedInstancesCount"] = int((info.get("Content") or {}).get(
@@ -629,7 +658,7 @@ def _wait_for_job(job: str, timeout: float = 3600.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     info: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        info = json.loads(orthanc.RestApiGet(f"/jobs/{job}"))
+        info = json.loads(_rest.RestApiGet(f"/jobs/{job}"))
         if info.get("State") in ("Success", "Failure"):
             return info
         time.sleep(0.05)
@@ -638,7 +667,7 @@ def _wait_for_job(job: str, timeout: float = 3600.0) -> dict[str, Any]:
 
 def _pass_through(output: orthanc.RestOutput, uri: str, raw: bytes) -> None:
     try:
-        output.AnswerBuffer(orthanc.RestApiPost(uri, raw), "application/json")
+        output.AnswerBuffer(_rest.RestApiPost(uri, raw), "application/json")
     except Exception as exc:  # noqa: BLE001
         _answer_error(output, _error_code(exc), [])
 
@@ -690,7 +719,7 @@ def _on_stow(output: orthanc.RestOutput, uri: str, **request: object) -> None:
     def upload(part: bytes) -> tuple[list[object], list[str]]:
         service.begin_upload("stow")
         try:
-            orthanc.RestApiPost("/instances", part)
+            _rest.RestApiPost("/instances", part)
         except Exception:  # noqa: BLE001 - refused or unreadable: the refusals say which
             pass
         finally:
@@ -724,7 +753,7 @@ def _told_what_was_stored(result: bytes | None, stored_ids: list[str]) -> bytes 
     if not stored_ids:
         return result
     try:
-        truth = stored_answer(orthanc.RestApiGet, stored_ids)
+        truth = stored_answer(_rest.RestApiGet, stored_ids)
     except Exception:  # noqa: BLE001 - the instance went away meanwhile: Orthanc's answer
         return result
     if result is None:

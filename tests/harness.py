@@ -266,6 +266,11 @@ def check_lane(status: Mapping[str, Any]) -> None:
     if status.get("thread_stack_preload") is not True:
         raise RuntimeError("the node runs without native/threadstack.c preloaded: "
                            f"thread_stack_preload={status.get('thread_stack_preload')!r}")
+    # ... and with REST calls that wait without the GIL (native/restcall.c on plugin 4.0).
+    if status.get("rest_calls_without_gil") is not True:
+        raise RuntimeError("the node's REST calls keep the GIL (concurrent uploads and C-STOREs "
+                           f"can deadlock): rest_calls_without_gil="
+                           f"{status.get('rest_calls_without_gil')!r}")
 
 
 def refused_as_burned_in(ds: pydicom.Dataset) -> bool:

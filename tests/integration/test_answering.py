@@ -9,6 +9,7 @@ import base64
 import contextlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,57 @@ def test_eight_silent_connections_do_not_block_echo_or_store(anode: Node) -> Non
         for s in socks:
             s.close()
 
+
+
+def test_concurrent_uploads_and_c_stores_all_complete(tmp_path: Path) -> None:
+    """Python plugin 4.0 holds the GIL inside ``orthanc.RestApiPost``: an upload waiting there
+    for Orthanc's plugin mutex, held by a C-STORE (or another upload whose encoder released
+    the GIL) that waits for the GIL, deadlocked the node for good (Orthanc 1.10.1: 3 uploaders
+    and 3 associations stopped after 16 uploads, every HTTP and DICOM thread waiting). The
+    plugin's REST calls now wait without the GIL (native/restcall.c; AllowThreads on 4.3+)."""
+    node = start_node(tmp_path / "busy", aet="BUSY")
+    per, workers = 30, 3
+    results: dict[str, list[int]] = {"rest": [], "dicom": []}
+    failures: list[str] = []
+
+    def batch() -> list[pydicom.Dataset]:
+        return [_ct() for _ in range(per)]
+
+    def upload() -> None:
+        try:
+            with requests.Session() as s:
+                s.auth = node.auth
+                for ds in batch():
+                    r = s.post(node.url + "/instances", data=to_bytes(ds), timeout=30,
+                               headers={"Content-Type": "application/dicom"})
+                    results["rest"].append(r.status_code)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(f"REST: {type(exc).__name__}")
+
+    def store() -> None:
+        try:
+            results["dicom"].extend(send_pynetdicom(node, batch(), calling_aet="BUSYSCU"))
+        except Exception as exc:  # noqa: BLE001
+            failures.append(f"C-STORE: {type(exc).__name__}")
+
+    try:
+        threads = [threading.Thread(target=f, daemon=True)
+                   for f in [upload] * workers + [store] * workers]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=150)
+        took = time.monotonic() - t0
+        assert not failures and not any(t.is_alive() for t in threads), \
+            (failures, {k: len(v) for k, v in results.items()})
+        assert results["rest"] == [200] * (per * workers), results["rest"]
+        assert results["dicom"] == [0] * (per * workers), results["dicom"]
+        assert len(node.instances()) == 2 * per * workers
+        print(f"{2 * per * workers} instances over {workers} uploaders and {workers} "
+              f"associations at once: {took:.1f} s")
+    finally:
+        node.stop()
 
 def test_connections_that_stall_in_the_association_request_are_dropped(anode: Node) -> None:
     """A client that sends one byte of its A-ASSOCIATE-RQ and stops reaches Orthanc's accept

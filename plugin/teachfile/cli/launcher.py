@@ -270,7 +270,24 @@ def plugin_paths(env: Mapping[str, str] | None = None) -> list[str]:
             f"Orthanc plugins missing from {on_lane(ORTHANC_PLUGINS)}: {', '.join(missing)}; "
             "run scripts/setup" + ("-lane" if current_lane() == "latest" else "")
         )
-    return [str(ORTHANC_PLUGINS / p) for p in files]
+    paths = [str(ORTHANC_PLUGINS / p) for p in files]
+    restcall = restcall_plugin()
+    # First: Orthanc initialises plugins in this order, and the Python script looks for it.
+    return ([str(restcall)] if restcall is not None else []) + paths
+
+
+def restcall_plugin(lane: str | None = None) -> Path | None:
+    """The native plugin through which the Python plugin calls Orthanc's REST API without the
+    GIL (``native/restcall.c``), for Python plugins that keep the GIL in SDK calls (< 4.3):
+    without it, concurrent uploads and C-STOREs deadlock the node (measured on Orthanc 1.10.1).
+    None where the plugin releases the GIL itself (``Python.AllowThreads``)."""
+    if python_plugin_options(lane).get("AllowThreads"):
+        return None
+    lib = Path(sys.prefix) / "lib" / "teachfile-restcall.so"
+    if not lib.is_file():
+        raise ConfigError(f"{lib} is missing (without it, concurrent uploads and C-STOREs "
+                          "can deadlock Orthanc 1.10); run scripts/setup")
+    return lib
 
 
 def build_config(settings: NodeSettings, password: str,

@@ -157,6 +157,10 @@ class Service:
         #: Whether Orthanc runs with native/threadstack.c preloaded (set by the entry script):
         #: without it GDCM transcodings on HTTP threads crash Orthanc (README, thread stacks).
         self.thread_stack_preload: bool | None = None
+        #: Whether the entry script's calls into Orthanc's REST API wait without the GIL
+        #: (native/restcall.c or Python.AllowThreads): otherwise concurrent uploads and
+        #: C-STOREs can deadlock Orthanc (README, "A node that keeps answering").
+        self.rest_without_gil: bool | None = None
         self._lock = threading.Lock()
         #: thread id -> (tombstone bytes, its refusal) awaiting the C-STORE filter, which
         #: Orthanc calls on the same thread right after the received-instance callback.
@@ -359,6 +363,7 @@ class Service:
             "counters": self.state.snapshot(),
             "uptime_seconds": round(time.time() - self.state.started, 1),
             "thread_stack_preload": self.thread_stack_preload,
+            "rest_calls_without_gil": self.rest_without_gil,
             "sharing": {
                 "public": bool(self.settings.sharing.get("Public", False)),
                 "https": bool(self.settings.sharing.get("Https", False)),

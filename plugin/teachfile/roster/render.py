@@ -130,6 +130,10 @@ def _plugin(roster: Roster, roles: dict[str, str]) -> dict[str, Any]:
         "Plugins": [pl.plugins],
         "PythonScript": pl.python_script,
         "PythonVerbose": False,
+        # Python plugin >= 4.3 (the official image) then waits in SDK calls without the GIL;
+        # otherwise concurrent uploads and C-STOREs can deadlock (README, "A node that keeps
+        # answering").
+        "Python": {"AllowThreads": True},
         # As the node launcher does: jobs are not resumed after a restart, GDCM decodes J2K for
         # clients that cannot take it, DICOMweb is on.
         "SaveJobs": False,

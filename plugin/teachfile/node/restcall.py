@@ -1,0 +1,84 @@
+"""Orthanc's REST API without the GIL, through ``native/restcall.c`` (Python plugin 4.0).
+
+Python plugin 4.0 holds the GIL while a Python thread waits inside ``orthanc.RestApiPost``; when
+that call stores an instance it also waits for Orthanc's plugin mutex, which a C-STORE (or
+another upload whose encoder released the GIL) may hold while it waits for the GIL: the node
+deadlocks (measured on Orthanc 1.10.1: 3 REST uploaders + 3 C-STORE associations stopped for
+good after 16 uploads). A ctypes call releases the GIL, so calling the SDK through the native
+plugin waits for the mutex without it. Plugin 4.3 and later release it themselves
+(``Python.AllowThreads``), and the node uses their own wrappers there.
+
+The class mirrors the ``orthanc`` module's four functions, so the entry script swaps one for the
+other; a failure raises :class:`RestCallError` whose first argument is Orthanc's error code, as
+``orthanc.OrthancException`` does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+LIBRARY_NAME = "teachfile-restcall.so"
+_GET, _POST, _PUT, _DELETE = 0, 1, 2, 3
+
+
+class _Buffer(ctypes.Structure):
+    """``OrthancPluginMemoryBuffer``."""
+
+    _fields_ = [("data", ctypes.c_void_p), ("size", ctypes.c_uint32)]
+
+
+class RestCallError(Exception):
+    """Orthanc refused a call; ``args[0]`` is its error code (``OrthancPluginErrorCode``)."""
+
+
+class RestCall:
+    """``RestApiGet``/``Post``/``Put``/``Delete`` of Orthanc's built-in API, GIL released."""
+
+    def __init__(self, library: Path | str) -> None:
+        lib = ctypes.CDLL(str(library))  # the object Orthanc loaded: same path, same handle
+        lib.teachfile_restcall_ready.restype = ctypes.c_int32
+        lib.teachfile_restcall.argtypes = [ctypes.c_int32, ctypes.c_char_p, ctypes.c_char_p,
+                                           ctypes.c_uint32, ctypes.POINTER(_Buffer)]
+        lib.teachfile_restcall.restype = ctypes.c_int32
+        lib.teachfile_restcall_free.argtypes = [ctypes.POINTER(_Buffer)]
+        lib.teachfile_restcall_free.restype = None
+        if lib.teachfile_restcall_ready() != 1:
+            raise RuntimeError(f"{LIBRARY_NAME} is not loaded by Orthanc (not in its Plugins)")
+        self._lib = lib
+
+    def _call(self, method: int, uri: str, body: bytes = b"") -> bytes:
+        if len(body) >= 1 << 32:
+            raise RestCallError(13, "body above 4 GiB")  # NotEnoughMemory, as Orthanc says
+        answer = _Buffer()
+        code = self._lib.teachfile_restcall(method, uri.encode("utf-8"), body, len(body),
+                                            ctypes.byref(answer))
+        try:
+            if code != 0:
+                raise RestCallError(int(code), f"Orthanc error {code}")
+            return ctypes.string_at(answer.data, answer.size) if answer.data else b""
+        finally:
+            self._lib.teachfile_restcall_free(ctypes.byref(answer))
+
+    def RestApiGet(self, uri: str) -> bytes:  # noqa: N802 - the orthanc module's names
+        return self._call(_GET, uri)
+
+    def RestApiPost(self, uri: str, body: bytes) -> bytes:  # noqa: N802
+        return self._call(_POST, uri, bytes(body))
+
+    def RestApiPut(self, uri: str, body: bytes) -> bytes:  # noqa: N802
+        return self._call(_PUT, uri, bytes(body))
+
+    def RestApiDelete(self, uri: str) -> None:  # noqa: N802
+        self._call(_DELETE, uri)
+
+
+def find_library(plugins: object) -> Path | None:
+    """The native plugin's path in Orthanc's ``Plugins`` configuration, if it is there."""
+    if not isinstance(plugins, list):
+        return None
+    for entry in plugins:
+        path = Path(str(entry))
+        if path.name == LIBRARY_NAME:
+            return path
+    return None

@@ -1,0 +1,83 @@
+"""The native plugin for GIL-free REST calls (native/restcall.c) and its Python side.
+
+Outside Orthanc the plugin is never initialised, so these tests check what can be checked
+without it: the build, which lanes list it (first), and that an uninitialised library is
+refused rather than called. ``test_answering.py::test_concurrent_uploads_and_c_stores_all_complete``
+checks what it is for, on real Orthanc processes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from teachfile.cli import launcher
+from teachfile.node import restcall
+
+SOURCE = launcher.REPO_DIR / "native" / "restcall.c"
+
+
+def _library() -> Path:
+    return Path(launcher.sys.prefix) / "lib" / restcall.LIBRARY_NAME
+
+
+def test_the_source_compiles_without_warnings(tmp_path: Path) -> None:
+    out = subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o",
+                          str(tmp_path / "r.so"), str(SOURCE)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_built_plugin_is_the_source_in_the_checkout() -> None:
+    assert _library().stat().st_mtime >= SOURCE.stat().st_mtime
+
+
+def test_it_exports_an_orthanc_plugin_and_the_call() -> None:
+    lib = ctypes.CDLL(str(_library()))
+    for name in ("OrthancPluginInitialize", "OrthancPluginFinalize", "OrthancPluginGetName",
+                 "OrthancPluginGetVersion", "teachfile_restcall", "teachfile_restcall_free",
+                 "teachfile_restcall_ready"):
+        assert hasattr(lib, name), name
+
+
+def test_an_uninitialised_library_is_refused_not_called() -> None:
+    with pytest.raises(RuntimeError, match="not loaded by Orthanc"):
+        restcall.RestCall(_library())
+
+
+def test_the_call_itself_refuses_before_orthanc_initialised_it() -> None:
+    lib = ctypes.CDLL(str(_library()))
+    lib.teachfile_restcall.restype = ctypes.c_int32
+    answer = restcall._Buffer()
+    code = lib.teachfile_restcall(0, b"/system", None, 0, ctypes.byref(answer))
+    assert code == 6  # OrthancPluginErrorCode_BadSequenceOfCalls
+    assert not answer.data
+
+
+def test_the_library_is_found_in_orthancs_plugin_list() -> None:
+    lib = str(_library())
+    assert restcall.find_library(["/usr/share/orthanc/plugins/libOrthancPython.so", lib]) == \
+        Path(lib)
+    assert restcall.find_library(["/usr/share/orthanc/plugins/libOrthancPython.so"]) is None
+    assert restcall.find_library(None) is None
+
+
+@pytest.mark.parametrize(("version", "listed"), [("4.0-3", True), ("4.3-1", False),
+                                                 ("7.1+ds-1+b2", False)])
+def test_listed_first_only_for_plugins_that_keep_the_gil(monkeypatch: pytest.MonkeyPatch,
+                                                         version: str, listed: bool) -> None:
+    monkeypatch.setattr(launcher, "lane_packages",
+                        lambda lane=None, v=version: {"orthanc-python": v})
+    paths = launcher.plugin_paths({})
+    assert (paths[0] == str(_library())) is listed
+    assert (str(_library()) in paths) is listed
+
+
+def test_a_missing_library_says_to_run_setup(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    monkeypatch.setattr(launcher, "lane_packages", lambda lane=None: {"orthanc-python": "4.0"})
+    monkeypatch.setattr(launcher.sys, "prefix", str(tmp_path))
+    with pytest.raises(launcher.ConfigError, match="run scripts/setup"):
+        launcher.restcall_plugin()
