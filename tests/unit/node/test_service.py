@@ -21,6 +21,7 @@ from teachfile.node.service import (
     Settings,
     make_tombstone,
     refusal_body,
+    stored_answer,
 )
 from teachfile.reception import seal
 
@@ -227,3 +228,20 @@ def test_status_says_whether_the_thread_stack_preload_is_loaded(tmp_path: Path) 
     assert svc.status()["thread_stack_preload"] is None
     svc.thread_stack_preload = True
     assert svc.status()["thread_stack_preload"] is True
+
+
+def test_the_stored_answer_never_lists_a_series() -> None:
+    """``/series/{id}`` lists every instance of the series: asked once per upload, a long
+    series made each upload cost more than the one before."""
+    docs = {"/instances/i1": {"ID": "i1", "ParentSeries": "se1"},
+            "/instances/i1/study": {"ID": "st1", "ParentPatient": "p1", "Series": ["se1"]}}
+    asked: list[str] = []
+
+    def get(uri: str) -> bytes:
+        asked.append(uri)
+        return json.dumps(docs[uri]).encode()
+
+    assert stored_answer(get, ["i1"]) == {
+        "ID": "i1", "Path": "/instances/i1", "Status": "Success", "ParentSeries": "se1",
+        "ParentStudy": "st1", "ParentPatient": "p1"}
+    assert not any(u.startswith("/series/") for u in asked)
