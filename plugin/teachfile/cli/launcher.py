@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..node import network as network_mod
 from ..node.keys import load_or_create_password
 from ..node.limits import answering_config
+from ..node.restcall import LIBRARY_NAME as RESTCALL_LIBRARY
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = PLUGIN_DIR.parent
@@ -283,11 +284,17 @@ def restcall_plugin(lane: str | None = None) -> Path | None:
     None where the plugin releases the GIL itself (``Python.AllowThreads``)."""
     if python_plugin_options(lane).get("AllowThreads"):
         return None
-    lib = Path(sys.prefix) / "lib" / "teachfile-restcall.so"
-    if not lib.is_file():
-        raise ConfigError(f"{lib} is missing (without it, concurrent uploads and C-STOREs "
-                          "can deadlock Orthanc 1.10); run scripts/setup")
-    return lib
+    return native_file(RESTCALL_LIBRARY, "without it, concurrent uploads and C-STOREs can "
+                                         "deadlock Orthanc 1.10")
+
+
+def native_file(name: str, why: str) -> Path:
+    """A file ``scripts/setup`` built from ``native/`` into the venv; missing, Orthanc does not
+    start, and the message says why it matters and what to run."""
+    path = Path(sys.prefix) / "lib" / name
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing ({why}); run scripts/setup")
+    return path
 
 
 def build_config(settings: NodeSettings, password: str,
@@ -437,11 +444,8 @@ def thread_stack_shim() -> Path:
     frame: without the shim, Orthanc 1.10 died (SIGSEGV) within 40 WADO-RS retrievals of a JPEG
     2000 instance as Explicit VR Little Endian, in 10 of 10 processes; with it, 0 of 10.
     """
-    shim = Path(sys.prefix) / "lib" / "teachfile-threadstack.so"
-    if not shim.is_file():
-        raise ConfigError(f"{shim} is missing (it keeps Orthanc from crashing when GDCM "
-                          "transcodes); run scripts/setup")
-    return shim
+    return native_file("teachfile-threadstack.so",
+                       "it keeps Orthanc from crashing when GDCM transcodes")
 
 
 def orthanc_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
