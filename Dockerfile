@@ -28,14 +28,20 @@ RUN set -eu; \
 # native/threadstack.c: at least 8 MiB of stack for every thread (Debian's civetweb gives
 # Orthanc's HTTP threads 100 KiB and GDCM's transcoding overflows it; see the README, "Two
 # Orthanc lanes"). Not measured on this image's own build; raising a minimum is safe either way.
-COPY native/threadstack.c /opt/teachfile/native/threadstack.c
+# native/restcall.c: a native plugin, listed first in orthanc.json's Plugins, that owns
+# POST /instances (Explorer's refused upload fails with 400/422, a body above MaxBodyMegabytes
+# gets 413 before it is read); built against Debian's orthanc-dev header (header only, no
+# dependencies; the SDK is backward compatible, so any recent one fits this image's Orthanc).
+COPY native/threadstack.c native/restcall.c /opt/teachfile/native/
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libopenjp2-7 tesseract-ocr tesseract-ocr-eng \
-       gcc libc6-dev \
+       gcc libc6-dev orthanc-dev \
     && mkdir -p /opt/teachfile/lib \
     && cc -shared -fPIC -O2 -Wall -Wextra -Werror -o /opt/teachfile/lib/teachfile-threadstack.so \
        /opt/teachfile/native/threadstack.c -ldl \
-    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y \
+    && cc -shared -fPIC -O2 -Wall -Wextra -Werror -o /opt/teachfile/lib/teachfile-restcall.so \
+       /opt/teachfile/native/restcall.c \
+    && apt-get purge -y gcc libc6-dev orthanc-dev && apt-get autoremove -y \
     && rm -rf /var/lib/apt/lists/*
 
 # The package is used in place (the entry script puts /opt/teachfile/plugin on sys.path), so the

@@ -223,9 +223,10 @@ def _rest_api() -> tuple[Any, bool]:
     """Where the entry script calls Orthanc's REST API from, and whether those calls wait
     without the GIL. Python plugin 4.0 keeps the GIL inside ``orthanc.RestApiPost``, so a
     REST callback storing an instance while a C-STORE holds Orthanc's plugin mutex deadlocks
-    the node; the native plugin (``native/restcall.c``, listed in ``Plugins`` by the launcher
-    for such plugins) makes the same calls with the GIL released. Plugins >= 4.3 release it
-    themselves with ``Python.AllowThreads``."""
+    the node; the native plugin (``native/restcall.c``, listed first in ``Plugins`` by the
+    launcher on every lane, since it also owns ``/instances``) makes the same calls with the
+    GIL released. Without it, plugins >= 4.3 release it themselves with
+    ``Python.AllowThreads``."""
     config = json.loads(orthanc.GetConfiguration())
     allow = bool((config.get("Python") or {}).get("AllowThreads"))
     library = None
@@ -419,7 +420,9 @@ def _on_http_request(uri: str, **request: object) -> bool:
                 orthanc.HttpMethod.PUT: "PUT", orthanc.HttpMethod.DELETE: "DELETE"}.get(
                     method, str(method).upper())
         headers = dict(request.get("headers") or {})
-        if _too_large(headers):
+        if _is_intake(uri):
+            return False  # the native /instances' internal route, never called from outside
+        if _too_large(headers) and not _answers_413(name, uri, headers):
             return False  # before Orthanc allocates the body (see _too_large)
         user = basic_user(headers)
         if user is not None and uri.startswith("/teachfile/"):
@@ -435,6 +438,26 @@ def _on_http_request(uri: str, **request: object) -> bool:
 #: through the request filter, whose refusal is Orthanc's empty 403.
 _MAX_BODY = int((json.loads(orthanc.GetConfiguration()).get("Teachfile") or {})
                  .get("MaxBodyMegabytes", 2048)) << 20
+
+
+def _is_intake(uri: str) -> bool:
+    """Orthanc matches routes on the URI's non-empty components (``//a/`` is ``/a``)."""
+    flat = "/" + "/".join(c for c in uri.split("/") if c)
+    return flat.lower().startswith(INTAKE_ROUTE.rsplit("/", 1)[0])
+
+
+#: Whether native/restcall.c owns ``/instances`` (set where the callbacks are registered).
+_owns_uploads = False
+
+
+def _answers_413(method: str, uri: str, headers: dict[str, str]) -> bool:
+    """A too-large upload the native ``/instances`` refuses itself, with 413 and a message,
+    before Orthanc reads the body: a plain POST (Explorer's multipart form is read whole before
+    any handler, so it keeps the filter's 403)."""
+    if not (_owns_uploads and method == "POST" and uri == "/instances"):
+        return False
+    kind = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    return not str(kind).lower().startswith("multipart/")
 
 
 def _too_large(headers: dict[str, str]) -> bool:
@@ -530,24 +553,47 @@ class FormPartRefused(Exception):
     """Raised so that Orthanc fails Explorer's upload; its details carry the reasons."""
 
 
-def _fail_form_part(output: orthanc.RestOutput, body: bytes) -> None:
-    """Make Orthanc answer the form upload with an error whose ``Details`` are the refusal
-    (the Python plugin maps any error to Orthanc's "plugin" error: HTTP 500, not a 4xx)."""
+def _form_details(body: bytes) -> str:
+    """A refusal's JSON body as the one line Orthanc puts in its error's ``Details``."""
     try:
         doc = json.loads(body)
         reasons = "; ".join(f"{r['reason']}: {r.get('explanation', '')}"
                             for r in doc.get("Refusals", []))
-        details = f"{doc.get('Message', 'refused')} ({reasons})" if reasons \
-            else str(doc.get("Message", "refused"))
-        output.SetHttpErrorDetails(details, False)
+        message = str(doc.get("Message") or doc.get("error") or "refused")
+        return f"{message} ({reasons})" if reasons else message
     except Exception:  # noqa: BLE001 - the failure itself matters more than its details
-        pass
-    raise FormPartRefused("refused")
+        return "refused"
+
+
+def _store_upload(body: bytes, form_part: bool) -> tuple[int, bytes]:
+    """One upload through Orthanc's built-in ``/instances`` (whose received-instance callback
+    makes it safe or refuses it), and what its client is told: 200 and Orthanc's answer, or the
+    refusal's status and JSON body; for an Explorer file part, the refusal as one line of text
+    (it becomes the ``Details`` of Orthanc's error answer)."""
+    assert _service is not None
+    _service.begin_upload("rest")
+    orthanc_error = None
+    try:
+        try:
+            result = _rest.RestApiPost("/instances", body)
+        except Exception as exc:  # noqa: BLE001 - Orthanc refused: see what the pipeline said
+            result = None
+            orthanc_error = _error_code(exc)
+    finally:
+        refusals = _service.end_upload()
+        stored_ids = _service.take_upload_stored()
+    result = _told_what_was_stored(result, stored_ids)
+    if refusals or result is None:
+        stored = json.loads(result) if result is not None else None
+        status, answer = refusal_body(refusals, stored, orthanc_error)
+        return status, _form_details(answer).encode() if form_part else answer
+    return 200, result
 
 
 @_full_stack()
 def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> None:
-    """``/instances``: uploads go through the plugin so a refusal is an HTTP error."""
+    """``/instances`` where the native plugin does not own it (``teachfile_take_instances``):
+    uploads go through the plugin so a refusal is an HTTP error (500 for an Explorer file)."""
     method = request.get("method")
     if method == "GET":
         body = _rest.RestApiGet(uri + _query_string(dict(request.get("get") or {})))
@@ -559,26 +605,48 @@ def _on_instances(output: orthanc.RestOutput, uri: str, **request: object) -> No
     if _service is None:
         _answer(output, 503, b'{"error": "teachfile failed to start; nothing is stored"}')
         return
-    _service.begin_upload("rest")
-    orthanc_error = None
-    try:
-        try:
-            result = _rest.RestApiPost("/instances", request.get("body") or b"")
-        except Exception as exc:  # noqa: BLE001 - Orthanc refused: see what the pipeline said
-            result = None
-            orthanc_error = _error_code(exc)
-    finally:
-        refusals = _service.end_upload()
-        stored_ids = _service.take_upload_stored()
-    result = _told_what_was_stored(result, stored_ids)
-    if refusals or result is None:
-        stored = json.loads(result) if result is not None else None
-        status, body = refusal_body(refusals, stored, orthanc_error)
-        if _is_form_part(dict(request.get("headers") or {})):
-            _fail_form_part(output, body)
-        _answer(output, status, body)
+    form_part = _is_form_part(dict(request.get("headers") or {}))
+    status, body = _store_upload(bytes(request.get("body") or b""), form_part)
+    if status != 200 and form_part:
+        output.SetHttpErrorDetails(body.decode(), False)
+        raise FormPartRefused("refused")
+    _answer(output, status, body)
+
+
+#: The internal route behind the native ``/instances`` (native/restcall.c forwards every upload
+#: here with its headers and answers its client what this route answers). The request filter
+#: refuses it from outside; Orthanc's internal calls do not pass the filter.
+INTAKE_ROUTE = "/teachfile-intake/instances"
+
+
+@_full_stack()
+def _on_intake(output: orthanc.RestOutput, uri: str, **request: object) -> None:
+    """The pipeline's answer to one upload, in the envelope native/restcall.c unwraps (Orthanc
+    gives a plugin only the 200 answers of its internal calls): the client's status as three
+    digits and a newline, then the body."""
+    if request.get("method") != "POST":
+        output.SendMethodNotAllowed("POST")
         return
-    output.AnswerBuffer(result, "application/json")
+    if _service is None:
+        status, body = 503, b'{"error": "teachfile failed to start; nothing is stored"}'
+    else:
+        status, body = _store_upload(bytes(request.get("body") or b""),
+                                     _is_form_part(dict(request.get("headers") or {})))
+    output.AnswerBuffer(b"%03d\n" % status + body, "application/octet-stream")
+
+
+def _take_uploads() -> bool:
+    """Whether the native plugin now owns ``/instances`` (answers 400/422 to Explorer and 413
+    before reading a body that is too large); otherwise the Python handler does."""
+    take = getattr(_rest, "take_instances", None)
+    if take is None:
+        return False
+    try:
+        return bool(take(INTAKE_ROUTE, min(_MAX_BODY, (1 << 32) - 1)))
+    except Exception as exc:  # noqa: BLE001 - the Python handler still refuses what it must
+        orthanc.LogError(f"teachfile: the native plugin cannot take uploads "
+                         f"({type(exc).__name__}: {exc})")
+        return False
 
 
 _modifying = threading.Lock()
@@ -821,7 +889,12 @@ if _service is not None:
     orthanc.RegisterRestCallback("/teachfile/dicom-web/studies",
                                  _releasing("rest_callback")(_on_stow))
     orthanc.RegisterRestCallback(rest.ROUTE_REGEX, _releasing("rest_callback")(_on_teachfile_rest))
-    orthanc.RegisterRestCallback("/instances", _releasing("rest_callback")(_on_instances))
+    _owns_uploads = _take_uploads()
+    _service.native_uploads = _owns_uploads
+    if _owns_uploads:
+        orthanc.RegisterRestCallback(INTAKE_ROUTE, _releasing("rest_callback")(_on_intake))
+    else:
+        orthanc.RegisterRestCallback("/instances", _releasing("rest_callback")(_on_instances))
     orthanc.RegisterRestCallback("/modalities/([^/]+)", _releasing("rest_callback")(_on_modality))
     orthanc.RegisterRestCallback("/(patients|studies|series)/([^/]+)/(modify|anonymize)",
                                  _releasing("rest_callback")(_on_modification))

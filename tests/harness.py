@@ -271,6 +271,10 @@ def check_lane(status: Mapping[str, Any]) -> None:
         raise RuntimeError("the node's REST calls keep the GIL (concurrent uploads and C-STOREs "
                            f"can deadlock): rest_calls_without_gil="
                            f"{status.get('rest_calls_without_gil')!r}")
+    # ... and with the native /instances (Explorer's refusals as 4xx, 413 before the body).
+    if status.get("native_uploads") is not True:
+        raise RuntimeError("POST /instances is not the native plugin's: "
+                           f"native_uploads={status.get('native_uploads')!r}")
 
 
 def refused_as_burned_in(ds: pydicom.Dataset) -> bool:

@@ -390,3 +390,18 @@ def test_docs_describe_the_docker_path() -> None:
                    "could not be run here"):
         assert needle in text, needle
     assert re.search(r"orthancteam/orthanc:\d+\.\d+\.\d+", text)
+
+
+def test_the_image_builds_the_native_plugin_its_configurations_list_first() -> None:
+    """The native /instances (Explorer's refusals as 400/422, 413 before a large body) exists
+    in the image only if the Dockerfile builds it where orthanc.json and rendered rosters
+    list it, first (Orthanc loads a Plugins list in order)."""
+    from teachfile.roster.model import Plugin
+
+    path = Plugin().native_plugin
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"cc [^&]*-o " + re.escape(path) + r" \\\s*/opt/teachfile/native/restcall\.c",
+                     dockerfile), "the Dockerfile does not build native/restcall.c"
+    assert "orthanc-dev" in dockerfile
+    config = json.loads((REPO / "orthanc-config" / "docker" / "orthanc.json").read_text())
+    assert config["Plugins"][0] == path

@@ -22,12 +22,15 @@ from pydicom.uid import generate_uid
 
 from harness import LOOPBACK, Node, echo_pynetdicom, send_pynetdicom, start_node, to_bytes
 
+#: Small enough to send a body above it in a test, large enough for the 48 MB uploads below.
+_MAX_BODY_MB = 64
+
 
 @pytest.fixture(scope="module")
 def anode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     n = start_node(tmp_path_factory.mktemp("answering"), aet="ANSWERING", extra_config={
         "RegisteredUsers": {"admin": "test-admin-password", "alice": "alice-pw"},
-        "Teachfile": {"Roles": {"alice": "viewer"}}})
+        "Teachfile": {"Roles": {"alice": "viewer"}, "MaxBodyMegabytes": _MAX_BODY_MB}})
     yield n
     n.stop()
 
@@ -242,15 +245,40 @@ def _form_upload(node: Node, data: bytes) -> requests.Response:
 
 def test_explorer_upload_of_a_refused_file_fails_with_the_reasons(anode: Node) -> None:
     """Explorer's form upload of a refused file got 200 with an empty body (a green "Done"):
-    Orthanc answers 200 to form uploads whatever the handler said. Now it fails, and the
-    error's Details carry the refusal."""
+    Orthanc answers 200 to form uploads whatever the handler said, and the Python plugin can
+    only fail with 500. The native /instances fails it with 400 (not DICOM) or 422 (DICOM the
+    node cannot make safe), and the error's Details carry the refusal."""
+    assert anode.status()["native_uploads"] is True
     before = len(anode.instances())
     r = _form_upload(anode, b"not a DICOM file at all")
-    assert r.status_code >= 400
+    assert r.status_code == 400, r.text[:300]
     assert "parse-error" in r.json()["Details"]
+    assert "refused" in r.json()["Message"]
+    ds = _ct()
+    del ds.StudyInstanceUID
+    r = _form_upload(anode, to_bytes(ds))
+    assert r.status_code == 422, r.text[:300]
+    assert "missing-uid" in r.json()["Details"]
     assert len(anode.instances()) == before
     ok = _form_upload(anode, to_bytes(_ct()))
     assert ok.status_code == 200 and len(anode.instances()) == before + 1
+
+
+def test_plain_uploads_through_the_native_handler_answer_as_before(anode: Node) -> None:
+    """The native /instances forwards to the Python plugin and answers its client what the
+    pipeline said: the stored instance, or the refusal's JSON with its status; GET with
+    arguments still lists instances; the internal route cannot be called from outside."""
+    r = anode.post("/instances", data=to_bytes(_ct()),
+                   headers={"Content-Type": "application/dicom"})
+    assert r.status_code == 200 and r.json()["Status"] == "Success", r.text[:300]
+    assert r.json()["ID"] in anode.get("/instances", params={"since": "0", "limit": "1000"}).json()
+    expanded = anode.get("/instances", params={"expand": "", "since": "0", "limit": "1"}).json()
+    assert isinstance(expanded[0], dict) and "MainDicomTags" in expanded[0]
+    r = anode.post("/instances", data=b"not DICOM", headers={"Content-Type": "application/dicom"})
+    assert r.status_code == 400 and r.json()["Status"] == "Refused", r.text[:300]
+    for uri in ("/teachfile-intake/instances", "//teachfile-intake//instances/"):
+        r = anode.post(uri, data=to_bytes(_ct()))
+        assert r.status_code == 403, uri
 
 
 def test_webdav_uploads_are_refused_since_their_outcome_cannot_be_reported(anode: Node) -> None:
@@ -280,16 +308,43 @@ def test_a_storescu_user_finds_the_reason_for_their_aet(anode: Node) -> None:
     assert item["explanation"]
 
 
+def _raw_post(node: Node, uri: str, headers: str, body: bytes = b"") -> tuple[bytes, bytes]:
+    """One request on a socket of its own: the status line and what came back before close."""
+    auth = base64.b64encode(b"admin:test-admin-password").decode()
+    with socket.create_connection((LOOPBACK, node.http_port), timeout=60) as s:
+        s.sendall(f"POST {uri} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
+                  f"Connection: close\r\n{headers}\r\n".encode())
+        with contextlib.suppress(OSError):  # the node may answer before the body is sent
+            s.sendall(body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, rest = data.partition(b"\r\n")
+    return head, rest
+
+
 def test_a_body_too_large_to_hold_is_refused_before_orthanc_allocates_it(anode: Node) -> None:
     """Content-Length 1e11 made Orthanc try to allocate it and answer 500 ("running out of
-    memory"). The request filter refuses it first (Orthanc 1.10 lets a plugin answer only
-    with its empty 403 there) and the node goes on."""
-    auth = base64.b64encode(b"admin:test-admin-password").decode()
-    with socket.create_connection((LOOPBACK, anode.http_port), timeout=30) as s:
-        s.sendall(f"POST /instances HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
-                  "Content-Type: application/dicom\r\nContent-Length: 100000000000\r\n\r\n"
-                  .encode())
-        head = s.recv(4096).split(b"\r\n", 1)[0]
-    assert head.split()[1] == b"403", head
+    memory"). An upload is now refused with 413 and a message before its body is read (the
+    native /instances' reader sees the headers first), and so is a chunked upload that grows
+    past the limit; other routes keep the request filter's empty 403, as does Explorer's form
+    (Orthanc reads a multipart body whole before any handler). The node goes on."""
+    head, rest = _raw_post(anode, "/instances", "Content-Type: application/dicom\r\n"
+                           "Content-Length: 100000000000\r\n")
+    assert head.split()[1] == b"413", head
+    assert b"MaxBodyMegabytes (64 MB)" in rest
+    chunk = b"\0" * (1 << 20)
+    body = b"".join(b"100000\r\n" + chunk + b"\r\n" for _ in range(_MAX_BODY_MB + 2)) + b"0\r\n\r\n"
+    head, rest = _raw_post(anode, "/instances", "Content-Type: application/dicom\r\n"
+                           "Transfer-Encoding: chunked\r\n", body)
+    assert head.split()[1] == b"413", head
+    for uri, kind in (("/tools/find", "application/json"),
+                      ("/instances", "multipart/form-data; boundary=x")):
+        head, _ = _raw_post(anode, uri, f"Content-Type: {kind}\r\n"
+                            "Content-Length: 100000000000\r\n")
+        assert head.split()[1] == b"403", (uri, head)
     assert "above Teachfile.MaxBodyMegabytes" in anode.log_text()
     assert anode.get("/teachfile/status").status_code == 200
+    r = anode.post("/instances", data=to_bytes(_ct()),
+                   headers={"Content-Type": "application/dicom"})
+    assert r.status_code == 200, r.text[:300]

@@ -149,6 +149,7 @@ def test_example_server_config_runs_the_plugin(tmp_path: Path, orthancs: list[Or
         pytest.skip("no plugin entry script")
     config = json.loads(render(load_roster(EXAMPLE, environ={}))["server/orthanc.json"])
     config["PythonScript"] = str(node.ENTRY_SCRIPT)
+    config["Plugins"] = [str(node.restcall_plugin()), *config["Plugins"][1:]]
     config["Teachfile"].update(ConfigDirectory=str(node.CONFIG_DIR),
                                DataDirectory=str(tmp_path / "server" / "teachfile"))
     admin = config["RegisteredUsers"]["admin"]

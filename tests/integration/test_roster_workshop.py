@@ -158,6 +158,7 @@ class WorkshopServer:
                  ports: tuple[int, int] | None = None) -> None:
         config = json.loads(config_file.read_text())
         config["PythonScript"] = str(node_mod.ENTRY_SCRIPT)
+        config["Plugins"] = [str(node_mod.restcall_plugin()), *config["Plugins"][1:]]
         config["StorageDirectory"] = config["IndexDirectory"] = str(workdir / "db")
         config["Teachfile"].update(ConfigDirectory=str(node_mod.CONFIG_DIR),
                                    DataDirectory=str(workdir / "teachfile"))

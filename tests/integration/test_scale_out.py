@@ -355,8 +355,10 @@ def _docker_config_on_this_machine(pg: Postgres, storage: Path, secrets_dir: Pat
         config[key] = mapped[config[key]]
     for key in ("ConfigDirectory", "DataDirectory"):
         config["Teachfile"][key] = mapped[config["Teachfile"][key]]
-    # The image's plugin directory holds what the configuration enables; here, Debian's.
-    assert config["Plugins"] == ["/usr/share/orthanc/plugins"]
+    # The native plugin where the image builds it, then the image's plugin directory (what
+    # the configuration enables); here, the venv's build and Debian's plugins.
+    assert config["Plugins"] == ["/opt/teachfile/lib/teachfile-restcall.so",
+                                 "/usr/share/orthanc/plugins"]
     config["Plugins"] = [*node_mod.plugin_paths(), str(PG_PLUGIN)]
     # The compose network's "postgres" is this test's cluster; its password is the secret.
     assert config["PostgreSQL"]["Host"] == "postgres"

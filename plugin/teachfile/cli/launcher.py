@@ -272,20 +272,20 @@ def plugin_paths(env: Mapping[str, str] | None = None) -> list[str]:
             "run scripts/setup" + ("-lane" if current_lane() == "latest" else "")
         )
     paths = [str(ORTHANC_PLUGINS / p) for p in files]
-    restcall = restcall_plugin()
     # First: Orthanc initialises plugins in this order, and the Python script looks for it.
-    return ([str(restcall)] if restcall is not None else []) + paths
+    return [str(restcall_plugin())] + paths
 
 
-def restcall_plugin(lane: str | None = None) -> Path | None:
-    """The native plugin through which the Python plugin calls Orthanc's REST API without the
-    GIL (``native/restcall.c``), for Python plugins that keep the GIL in SDK calls (< 4.3):
-    without it, concurrent uploads and C-STOREs deadlock the node (measured on Orthanc 1.10.1).
-    None where the plugin releases the GIL itself (``Python.AllowThreads``)."""
-    if python_plugin_options(lane).get("AllowThreads"):
-        return None
+def restcall_plugin(lane: str | None = None) -> Path:
+    """The native plugin beside the Python one (``native/restcall.c``), on every lane:
+    - it owns ``/instances``, so Orthanc Explorer's refused file fails with 400/422 (the Python
+      plugin can only raise 500) and a body above ``MaxBodyMegabytes`` gets 413 before Orthanc
+      allocates it (the request filter can only answer 403);
+    - through it the Python plugin calls Orthanc's REST API without the GIL, which plugins
+      older than 4.3 keep (concurrent uploads and C-STOREs deadlocked Orthanc 1.10.1)."""
     return native_file(RESTCALL_LIBRARY, "without it, concurrent uploads and C-STOREs can "
-                                         "deadlock Orthanc 1.10")
+                                         "deadlock Orthanc 1.10, and refused uploads answer "
+                                         "500 in Orthanc Explorer")
 
 
 def native_file(name: str, why: str) -> Path:

@@ -72,6 +72,19 @@ class RestCall:
     def RestApiDelete(self, uri: str) -> None:  # noqa: N802
         self._call(_DELETE, uri)
 
+    def take_instances(self, intake: str, max_body: int) -> bool:
+        """Let the native plugin own ``/instances``: it forwards each upload to ``intake`` (the
+        Python plugin's internal route) and can answer what the Python plugin cannot, 400/422
+        to Orthanc Explorer's refused file and 413 before reading a body above ``max_body``
+        bytes. Call it once, while Orthanc loads the Python plugin, so that its callbacks come
+        first. False when the built library predates it (the Python handler stays)."""
+        take = getattr(self._lib, "teachfile_take_instances", None)
+        if take is None:
+            return False
+        take.argtypes = [ctypes.c_char_p, ctypes.c_uint64]
+        take.restype = ctypes.c_int32
+        return int(take(intake.encode("ascii"), max_body)) == 0
+
 
 def find_library(plugins: object) -> Path | None:
     """The native plugin's path in Orthanc's ``Plugins`` configuration, if it is there."""

@@ -161,6 +161,9 @@ class Service:
         #: (native/restcall.c or Python.AllowThreads): otherwise concurrent uploads and
         #: C-STOREs can deadlock Orthanc (README, "A node that keeps answering").
         self.rest_without_gil: bool | None = None
+        #: Whether native/restcall.c owns ``/instances`` (Explorer's refused file gets 400/422,
+        #: a body above MaxBodyMegabytes 413); set by the entry script.
+        self.native_uploads: bool | None = None
         self._lock = threading.Lock()
         #: thread id -> (tombstone bytes, its refusal) awaiting the C-STORE filter, which
         #: Orthanc calls on the same thread right after the received-instance callback.
@@ -364,6 +367,7 @@ class Service:
             "uptime_seconds": round(time.time() - self.state.started, 1),
             "thread_stack_preload": self.thread_stack_preload,
             "rest_calls_without_gil": self.rest_without_gil,
+            "native_uploads": self.native_uploads,
             "sharing": {
                 "public": bool(self.settings.sharing.get("Public", False)),
                 "https": bool(self.settings.sharing.get("Https", False)),

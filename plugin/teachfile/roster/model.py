@@ -74,6 +74,8 @@ class Participant:
 class Plugin:
     profile: str = "teaching"
     plugins: str = "/usr/share/orthanc/plugins"
+    #: native/restcall.c as the image builds it, listed before ``plugins`` ("" leaves it out).
+    native_plugin: str = "/opt/teachfile/lib/teachfile-restcall.so"
     python_script: str = "/opt/teachfile/plugin/teachfile_entry.py"
     config_directory: str = "/opt/teachfile/orthanc-config"
     data_directory: str = "/var/lib/orthanc/teachfile"
@@ -172,8 +174,8 @@ _DEFAULTS_KEYS = ("port", "http_port", "permissions", "role")
 _GENERATE_KEYS = ("count", "start", "name", "aet", "host", "host_start", "port", "http_port",
                   "permissions", "role")
 _NODE_KEYS = ("name", "aet", "host", "port", "http_port", "permissions", "role", "password")
-_PLUGIN_KEYS = ("profile", "plugins", "python_script", "config_directory", "data_directory",
-                "storage_directory")
+_PLUGIN_KEYS = ("profile", "plugins", "native_plugin", "python_script", "config_directory",
+                "data_directory", "storage_directory")
 _DOCKER_KEYS = ("image", "config_path")
 _NETWORK_KEYS = ("subnet",)
 

@@ -127,7 +127,11 @@ def _security() -> dict[str, Any]:
 def _plugin(roster: Roster, roles: dict[str, str]) -> dict[str, Any]:
     pl = roster.plugin
     return {
-        "Plugins": [pl.plugins],
+        # The native plugin first (Orthanc loads a list in order and the Python plugin looks
+        # for it while it loads): it owns POST /instances, so Explorer's refused upload fails
+        # with 400/422 and a body above MaxBodyMegabytes gets 413 (README, "A node that keeps
+        # answering").
+        "Plugins": [p for p in (pl.native_plugin, pl.plugins) if p],
         "PythonScript": pl.python_script,
         "PythonVerbose": False,
         # Python plugin >= 4.3 (the official image) then waits in SDK calls without the GIL;

@@ -48,7 +48,8 @@ def test_server_config(roster: Roster, outputs: dict[str, str]) -> None:
     assert config["DicomAet"] == "TEACHFILE" and config["DicomPort"] == 4242
     assert config["HttpPort"] == 8042
     assert config["AuthenticationEnabled"] is True and config["RemoteAccessAllowed"] is True
-    assert config["Plugins"] == ["/usr/share/orthanc/plugins"]
+    assert config["Plugins"] == ["/opt/teachfile/lib/teachfile-restcall.so",
+                                 "/usr/share/orthanc/plugins"]
     assert config["PythonScript"] == "/opt/teachfile/plugin/teachfile_entry.py"
     assert config["Teachfile"]["Profile"] == "teaching"
     assert config["Teachfile"]["Roles"]["admin"] == "admin"
@@ -183,5 +184,5 @@ def test_workshop_nodes_offer_the_images_viewers() -> None:
     configs = [json.loads(text) for name, text in files.items() if name.endswith("orthanc.json")]
     assert configs
     for config in configs:
-        assert config["Plugins"] == [roster.plugin.plugins]
+        assert config["Plugins"] == [roster.plugin.native_plugin, roster.plugin.plugins]
         assert config["OHIF"] == {"DataSource": "dicom-web"}
