@@ -10,8 +10,10 @@ refusal that the sender sees. Every failure becomes a refusal with a PHI-free re
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pydicom
@@ -20,7 +22,16 @@ from pydicom.errors import InvalidDicomError
 from ..errors import Refusal, safe_detail
 from . import check, pixels, record, seal
 from .deid import Deidentifier
-from .transcode import TranscodePolicy, Verifier, transcode
+from .transcode import (
+    Encoded,
+    Outcome,
+    TranscodePolicy,
+    Verifier,
+    encode_pixels,
+    pixel_view,
+    same_pixels,
+    transcode,
+)
 
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 #: Recorded in De-identification Method (0012,0063) of an instance the OCR gate let in: the
@@ -66,7 +77,7 @@ class Reception:
                  check_bytes: bool = True,
                  case_titles: Callable[[str], str | None] | None = None,
                  text_reader: Callable[[pydicom.Dataset], list[str]] | None = None,
-                 trusted_senders: bool = False) -> None:
+                 trusted_senders: bool = False, overlap: bool = True) -> None:
         self.deidentifier = deidentifier
         self.pseudonymizer = deidentifier.pseudonymizer
         self.policy = policy
@@ -87,6 +98,9 @@ class Reception:
         #: Some senders are trusted to clean their captures (``TrustedCaptureSenders``): what
         #: the OCR gate would refuse is prepared for storage, marked ``needs_trusted_sender``.
         self.trusted_senders = trusted_senders
+        #: Encode the pixels on another thread while the header is de-identified (see
+        #: :meth:`_early_encode`); False runs every step in turn (tests compare the two).
+        self.overlap = overlap
 
     def process(self, raw: bytes) -> Decision:
         uid_hash: str | None = None
@@ -122,6 +136,7 @@ class Reception:
                         raise
                     pending = exc.detail
                 plan = None
+            early = self._early_encode(ds, plan)
             # The identifiers are read before de-identification replaces them.
             # The raw scan also finds what a swallowing length or a private element hid from
             # the parsed dataset (and so from the engine's cleaning).
@@ -135,7 +150,8 @@ class Reception:
                 seal.seal(ds, self.pseudonymizer)  # the method values are sealed
             sealed_uid = ds.SOPInstanceUID  # de-identification sealed the instance
             outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid,
-                                verifier=self.verifier, consume=True)
+                                verifier=self.verifier, consume=True,
+                                encoded=_early_result(early, ds))
             ds = outcome.ds
             if ds.SOPInstanceUID != sealed_uid:  # lossy: a new instance, sealed anew
                 seal.seal(ds, self.pseudonymizer)
@@ -179,6 +195,24 @@ class Reception:
         if words:
             raise Refusal("burned-in", why + ";ocr-found-text")
 
+    def _early_encode(self, ds: pydicom.Dataset, plan: pixels.PixelPlan | None
+                      ) -> tuple[Future[Outcome | Encoded], pydicom.Dataset] | None:
+        """Start encoding the received pixels while the header is de-identified.
+
+        Why: Orthanc runs one received instance at a time, and over one association nothing
+        else happens while it does; de-identification, the identifier scan and the checks are
+        Python that holds the GIL, the encode is C that does not, so the two overlap. The
+        encode reads a :func:`pixel_view` (its own copies of the pixel module's elements, the
+        same pixel bytes); its result is used only if the de-identified instance still has
+        exactly those values (:func:`same_pixels`), else the encode runs again on it. Not when
+        pixels are to be cleaned: then the pixels change first.
+        """
+        if not self.overlap or self.policy.mode == "off" or (
+                plan is not None and plan.action == "clean"):
+            return None
+        view = pixel_view(ds)
+        return _early_pool().submit(encode_pixels, view, self.policy), view
+
     @staticmethod
     def _parse(raw: bytes) -> pydicom.Dataset:
         # pydicom reads the element structure now and values lazily; a value that cannot be
@@ -188,6 +222,22 @@ class Reception:
         except (InvalidDicomError, Exception) as exc:
             raise Refusal("parse-error", type(exc).__name__) from None
         return ds
+
+
+@functools.cache
+def _early_pool() -> ThreadPoolExecutor:
+    # Two: Orthanc runs one received instance at a time, but a test or a tool may not.
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="teachfile-pixels")
+
+
+def _early_result(early: tuple[Future[Outcome | Encoded], pydicom.Dataset] | None,
+                  ds: pydicom.Dataset) -> Outcome | Encoded | None:
+    """The early encode's result if it was made from exactly ``ds``'s pixels, else None."""
+    if early is None:
+        return None
+    future, view = early
+    result = future.result()  # an exception here is the encode's: it refuses, as in turn
+    return result if same_pixels(ds, view) else None
 
 
 def _serialize(ds: pydicom.Dataset) -> bytes:

@@ -246,24 +246,72 @@ def lossless_encoder(policy: TranscodePolicy) -> str:
     return "none"
 
 
-def transcode(
-    ds: Dataset, policy: TranscodePolicy, new_uid: Callable[[str], str],
-    verifier: Verifier | None = None, consume: bool = False,
-) -> Outcome:
-    """Transcode one de-identified instance to JPEG 2000 according to ``policy``.
+@dataclass(frozen=True)
+class Encoded:
+    """The pixel half of a transcoding: codestreams made from the pixel module alone, waiting
+    for :func:`transcode` to check them against the de-identified instance and build it."""
 
-    The input dataset is never modified; a transcoded instance is a new Dataset. Ordinary
-    "cannot represent" cases return status ``"kept"`` with a reason instead of raising.
-    ``verifier`` remembers which pixel formats were proven lossless (the reception keeps one
-    for the life of the node); without one every format is new, so everything is decoded.
-    ``consume=True`` lets a transcoded result reuse ``ds`` itself instead of a copy (the
-    reception pipeline no longer needs its input; the copy costs ~10 % of a CT slice's CPU).
-    """
+    ts: str
+    frames: list[np.ndarray]
+    streams: list[bytes]
+    target: _Target
+    note: str
+
+
+#: What :func:`encode_pixels` reads besides group 0028 and 7FE0 (pixel data and its tables).
+_VIEW_TAGS = (Tag(0x0008, 0x0016), Tag(0x0008, 0x0060))
+#: Group 0028 attributes that de-identification adds, removes or replaces (PS3.15 Table E.1-1:
+#: Image Presentation Comments, the palette UIDs; Longitudinal Temporal Information Modified
+#: when dates shift) and that no encode reads: outside the view, so they never force a re-encode.
+_NOT_READ = frozenset({0x00280303, 0x00281199, 0x00281214, 0x00284000})
+
+
+def _view_tags(ds: Dataset) -> set[int]:
+    return {t for t in ds._dict
+            if (t >> 16 in (0x0028, 0x7FE0) and t not in _NOT_READ) or t in _VIEW_TAGS}
+
+
+def pixel_view(ds: Dataset) -> Dataset:
+    """A dataset with only what :func:`encode_pixels` reads (pixel module, pixel data, SOP
+    Class, Modality, transfer syntax), sharing their values: the encode can then run on another
+    thread while ``ds`` itself is de-identified. :func:`same_pixels` tells afterwards whether
+    the de-identified instance still has exactly these values."""
+    view = Dataset()
+    view.file_meta = FileMetaDataset()
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        view.file_meta.TransferSyntaxUID = meta.TransferSyntaxUID
+    for tag in sorted(_view_tags(ds)):
+        view[tag] = copy.copy(ds[tag])  # converted here, on the caller's thread
+    return view
+
+
+def same_pixels(ds: Dataset, view: Dataset) -> bool:
+    """True when every value :func:`encode_pixels` read from ``view`` is still in ``ds``, and
+    ``ds`` has nothing more of the kind: then the codestreams made from ``view`` are ``ds``'s."""
+    meta = getattr(ds, "file_meta", None)
+    if str(meta.get("TransferSyntaxUID", "") if meta is not None else "") != \
+            str(view.file_meta.get("TransferSyntaxUID", "")):
+        return False
+    tags = _view_tags(ds)
+    if tags != set(view._dict):
+        return False
+    for tag in tags:
+        a, b = ds[tag], view[tag]
+        if a.VR != b.VR or not (a.value is b.value or a.value == b.value):
+            return False
+    return True
+
+
+def encode_pixels(ds: Dataset, policy: TranscodePolicy) -> Outcome | Encoded:
+    """The first half of :func:`transcode`: decide, decode the source, encode. It reads only
+    what :func:`pixel_view` keeps, and never the verifier, whose keys hold the de-identified
+    Series Instance UID. Returns the codestreams, or why the instance keeps its syntax."""
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
 
-    def kept(reason: str, out: Dataset = ds, syntax: str | None = None) -> Outcome:
-        return Outcome(out, "kept", reason, None, syntax if syntax is not None else (ts or None))
+    def kept(reason: str) -> Outcome:
+        return Outcome(ds, "kept", reason, None, ts or None)
 
     if policy.mode == "off":
         return kept("policy-off")
@@ -297,6 +345,30 @@ def transcode(
         streams, target, note = _encode_all(frames, ds, policy, target)
     except Exception:  # encoder refused this image: keep the lossless input
         return kept("encode-error")
+    return Encoded(ts, frames, streams, target, note)
+
+
+def transcode(
+    ds: Dataset, policy: TranscodePolicy, new_uid: Callable[[str], str],
+    verifier: Verifier | None = None, consume: bool = False,
+    encoded: Outcome | Encoded | None = None,
+) -> Outcome:
+    """Transcode one de-identified instance to JPEG 2000 according to ``policy``.
+
+    The input dataset is never modified; a transcoded instance is a new Dataset. Ordinary
+    "cannot represent" cases return status ``"kept"`` with a reason instead of raising.
+    ``verifier`` remembers which pixel formats were proven lossless (the reception keeps one
+    for the life of the node); without one every format is new, so everything is decoded.
+    ``consume=True`` lets a transcoded result reuse ``ds`` itself instead of a copy (the
+    reception pipeline no longer needs its input; the copy costs ~10 % of a CT slice's CPU).
+    ``encoded`` is :func:`encode_pixels` already run on this instance's pixels (on a
+    :func:`pixel_view` the caller checked with :func:`same_pixels`); None runs it here.
+    """
+    stage = encoded if encoded is not None else encode_pixels(ds, policy)
+    if isinstance(stage, Outcome):
+        return Outcome(ds, stage.status, stage.reason, stage.ratio, stage.transfer_syntax)
+    ts, frames, streams, target, note = (stage.ts, stage.frames, stage.streams, stage.target,
+                                         stage.note)
 
     if verifier is None:
         verifier = Verifier(policy)
@@ -306,8 +378,9 @@ def transcode(
             check and not _verify(streams, frames, target, policy)):
         verifier.failed(key)
         if ts in _NATIVE:
-            return kept("verify-failed")
-        return kept("verify-failed", _as_native(ds, frames), ExplicitVRLittleEndian)
+            return Outcome(ds, "kept", "verify-failed", None, ts)
+        return Outcome(_as_native(ds, frames), "kept", "verify-failed", None,
+                       ExplicitVRLittleEndian)
 
     verifier.passed(key, check)
     # Frames are in their Bits Allocated container, so nbytes is the uncompressed size.
