@@ -43,7 +43,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -366,7 +366,7 @@ def transcode(
     """
     stage = encoded if encoded is not None else encode_pixels(ds, policy)
     if isinstance(stage, Outcome):
-        return Outcome(ds, stage.status, stage.reason, stage.ratio, stage.transfer_syntax)
+        return replace(stage, ds=ds)  # kept: said of the view, true of the instance
     ts, frames, streams, target, note = (stage.ts, stage.frames, stage.streams, stage.target,
                                          stage.note)
 

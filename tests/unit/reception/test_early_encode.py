@@ -88,7 +88,9 @@ def test_an_early_encode_of_other_pixels_is_not_used(monkeypatch: pytest.MonkeyP
 
     def deidentify(ds: pydicom.Dataset, *args: object) -> pydicom.Dataset:
         out = real(ds, *args)
-        out.PixelData = bytes(out.PixelData)  # equal bytes, another object: still the same
+        before = out.PixelData
+        out.PixelData = bytes(bytearray(before))  # equal bytes, another object
+        assert out.PixelData is not before
         return out
 
     monkeypatch.setattr(pipeline, "encode_pixels", counting)
