@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -240,12 +241,14 @@ class _Sink:
 
 
 def encode_lossless(frame: np.ndarray, bits_stored: int, signed: bool, mct: bool,
-                    threads: int = 1, mode: int = BYPASS) -> bytes:
+                    threads: int = 1, mode: int = BYPASS,
+                    on_start: Callable[[], None] | None = None) -> bytes:
     """A reversible (5/3 wavelet) JPEG 2000 Part 1 codestream of one frame.
 
     ``frame`` is (rows, columns) or (rows, columns, samples) with integer samples that fit in
     ``bits_stored`` bits of the given signedness; the codestream precision is ``bits_stored``.
     Raises RuntimeError when OpenJPEG refuses the image (callers keep the input then).
+    ``on_start`` is called just before the encode proper, the one long call without the GIL.
     """
     lib = _library()
     if lib is None:
@@ -297,8 +300,10 @@ def encode_lossless(frame: np.ndarray, bits_stored: int, signed: bool, mct: bool
         c.opj_stream_set_write_function(stream, sink.write)
         c.opj_stream_set_skip_function(stream, sink.skip)
         c.opj_stream_set_seek_function(stream, sink.seek)
-        ok = (c.opj_start_compress(codec, image, stream) and c.opj_encode(codec, stream)
-              and c.opj_end_compress(codec, stream))
+        ok = bool(c.opj_start_compress(codec, image, stream))
+        if ok and on_start is not None:
+            on_start()
+        ok = ok and bool(c.opj_encode(codec, stream)) and bool(c.opj_end_compress(codec, stream))
         if not ok:
             raise RuntimeError("OpenJPEG could not encode the image")
         return bytes(sink.buf)

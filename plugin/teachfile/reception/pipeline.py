@@ -12,27 +12,35 @@ from __future__ import annotations
 
 import functools
 import io
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 
 from ..errors import Refusal, safe_detail
 from . import check, pixels, record, seal
 from .deid import Deidentifier
 from .transcode import (
     Encoded,
+    HeaderAhead,
     Outcome,
     TranscodePolicy,
     Verifier,
     encode_pixels,
+    lossless_header,
     pixel_view,
     same_pixels,
     transcode,
 )
 
+#: At most this long (s) the reception waits for the early encode to get into C; it goes on
+#: anyway after it (a slow decode of a compressed input, say): only the overlap is lost.
+_HANDOFF_WAIT = 0.25
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 #: Recorded in De-identification Method (0012,0063) of an instance the OCR gate let in: the
 #: pixels were not cleaned, they were read and found to carry no text.
@@ -149,14 +157,20 @@ class Reception:
                 _add_method_note(ds, OCR_METHOD_NOTE if ocr_checked else TRUSTED_METHOD_NOTE)
                 seal.seal(ds, self.pseudonymizer)  # the method values are sealed
             sealed_uid = ds.SOPInstanceUID  # de-identification sealed the instance
+            job = _early_job(early, ds)
+            written = self._header_meanwhile(ds, job)
             outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid,
                                 verifier=self.verifier, consume=True,
-                                encoded=_early_result(early, ds))
+                                encoded=job.result() if job is not None else None)
             ds = outcome.ds
             if ds.SOPInstanceUID != sealed_uid:  # lossy: a new instance, sealed anew
                 seal.seal(ds, self.pseudonymizer)
             _trim_native_pixels(ds)
-            data = _serialize(ds)
+            if written is not None and outcome.status == "transcoded" and \
+                    written[0].fits(ds):
+                data = written[1] + _pixel_element(ds)
+            else:
+                data = _serialize(ds)
             if tokens is not None:
                 self.output_check.check(data, tokens)
             stored = (str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.StudyInstanceUID),
@@ -211,7 +225,30 @@ class Reception:
                 plan is not None and plan.action == "clean"):
             return None
         view = pixel_view(ds)
-        return _early_pool().submit(encode_pixels, view, self.policy), view
+        busy = threading.Event()
+        future = _early_pool().submit(encode_pixels, view, self.policy, busy.set)
+        future.add_done_callback(lambda _f: busy.set())
+        # Let the encoding thread through its Python before this one goes on with its own:
+        # while this thread runs Python, the other gets the GIL back only once per switch
+        # interval (5 ms) at each step, and the encode started ~2.7 ms late on a CT slice.
+        busy.wait(_HANDOFF_WAIT)
+        return future, view
+
+    def _header_meanwhile(self, ds: pydicom.Dataset, job: Future[Outcome | Encoded] | None
+                          ) -> tuple[HeaderAhead, bytes] | None:
+        """While the early encode runs, write the header the output will have if it is stored
+        as lossless JPEG 2000 (:func:`lossless_header`); the caller uses the bytes only if the
+        transcoded instance has exactly that header. Why: over one association, and with
+        Orthanc's plugin lock over several, every millisecond after the encode is the sender's;
+        writing the header is the longest of them (~1.5-2 ms of a CT slice), and a core is
+        free while OpenJPEG runs its serial steps. Not when nothing runs early (the steps in
+        turn are the reference) or the encode already said the instance keeps its syntax."""
+        if job is None:
+            return None
+        if job.done() and (job.exception() is not None or isinstance(job.result(), Outcome)):
+            return None
+        header = lossless_header(ds, self.policy)
+        return (header, _serialize(header.dataset)) if header is not None else None
 
     @staticmethod
     def _parse(raw: bytes) -> pydicom.Dataset:
@@ -230,20 +267,31 @@ def _early_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=2, thread_name_prefix="teachfile-pixels")
 
 
-def _early_result(early: tuple[Future[Outcome | Encoded], pydicom.Dataset] | None,
-                  ds: pydicom.Dataset) -> Outcome | Encoded | None:
-    """The early encode's result if it was made from exactly ``ds``'s pixels, else None."""
+def _early_job(early: tuple[Future[Outcome | Encoded], pydicom.Dataset] | None,
+                   ds: pydicom.Dataset) -> Future[Outcome | Encoded] | None:
+    """The early encode if it was made from exactly ``ds``'s pixels, else None (then the
+    caller encodes ``ds``). Checked before anything else reads ``ds`` again: writing it may
+    settle ambiguous VRs in place, which would look like other pixels. An exception in the
+    encode comes out of ``result()``: it refuses, as it would in turn."""
     if early is None:
         return None
     future, view = early
-    result = future.result()  # an exception here is the encode's: it refuses, as in turn
-    return result if same_pixels(ds, view) else None
+    return future if same_pixels(ds, view) else None
 
 
 def _serialize(ds: pydicom.Dataset) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def _pixel_element(ds: pydicom.Dataset) -> bytes:
+    """The pixel data element as :func:`_serialize` writes it last in a JPEG 2000 instance
+    (explicit VR little endian, like every JPEG 2000 syntax)."""
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_data_element(fp, ds["PixelData"])
+    return fp.getvalue()
 
 
 def _trim_native_pixels(ds: pydicom.Dataset) -> None:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.multival import MultiValue
@@ -303,10 +304,37 @@ def same_pixels(ds: Dataset, view: Dataset) -> bool:
     return True
 
 
-def encode_pixels(ds: Dataset, policy: TranscodePolicy) -> Outcome | Encoded:
+#: Per thread: who waits to hear that :func:`encode_pixels` is about to let go of the GIL.
+_busy = threading.local()
+
+
+def _going_busy() -> None:
+    """This thread is about to spend a long time in C without the GIL: tell whoever waits
+    for that (``on_busy`` of :func:`encode_pixels`), once."""
+    hook = getattr(_busy, "hook", None)
+    if hook is not None:
+        _busy.hook = None
+        hook()
+
+
+def encode_pixels(ds: Dataset, policy: TranscodePolicy,
+                  on_busy: Callable[[], None] | None = None) -> Outcome | Encoded:
     """The first half of :func:`transcode`: decide, decode the source, encode. It reads only
     what :func:`pixel_view` keeps, and never the verifier, whose keys hold the de-identified
-    Series Instance UID. Returns the codestreams, or why the instance keeps its syntax."""
+    Series Instance UID. Returns the codestreams, or why the instance keeps its syntax.
+
+    ``on_busy`` is called once, on this thread, just before the long GIL-free part (the
+    encode in C, or waiting for the frame workers): a caller on another thread can wait for
+    it, so that its own Python does not hold back this thread's (see the pipeline).
+    """
+    _busy.hook = on_busy
+    try:
+        return _encode_pixels(ds, policy)
+    finally:
+        _busy.hook = None
+
+
+def _encode_pixels(ds: Dataset, policy: TranscodePolicy) -> Outcome | Encoded:
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
 
@@ -502,6 +530,7 @@ def _parallel(fn: Callable[[_T], _R], items: Iterable[_T], workers: int) -> list
     seq = list(items)
     if workers <= 1 or len(seq) <= 1:
         return [fn(x) for x in seq]
+    _going_busy()  # this thread now only waits for the workers
     return list(_pool(min(workers, 64)).map(fn, seq))
 
 
@@ -555,6 +584,7 @@ def _decode_source(ds: Dataset, ts: str) -> np.ndarray:
     if ts in _NATIVE or get_decoder(UID(ts)).is_available:
         return pixel_array(ds, raw=True)
     if ts in _JPEG_LOSSLESS or ts == _JPEGLS_LOSSLESS or ts in _J2K_LOSSLESS_IN:
+        _going_busy()  # imagecodecs decodes without the GIL
         return _decode_with_imagecodecs(ds, ts)
     raise _CodecMissing
 
@@ -594,7 +624,8 @@ def _encode_frame(frame: np.ndarray, ds: Dataset, target: _Target, level: float,
     if level == 0 and not target.htj2k and openjpeg.available():
         return openjpeg.encode_lossless(
             frame, int(ds.BitsStored), int(ds.PixelRepresentation) == 1, target.mct, threads,
-            openjpeg.BYPASS if target.bypass else 0)
+            openjpeg.BYPASS if target.bypass else 0, on_start=_going_busy)
+    _going_busy()  # imagecodecs encodes in one call without the GIL
     if target.htj2k:
         if level == 0:
             return bytes(imagecodecs.htj2k_encode(frame, 0, reversible=True))
@@ -763,6 +794,95 @@ def _append_values(ds: Dataset, keyword: str, value: str) -> None:
     setattr(ds, keyword, [*values, value])
 
 
+def _pixel_header(ds: Dataset, target: _Target) -> list[DataElement]:
+    """The header elements a JPEG 2000 output changes besides its syntax (new element objects,
+    so a copy sharing ``ds``'s elements can take them without changing ``ds``)."""
+    out = [DataElement(0x00280004, "CS", target.photometric)]
+    if int(ds.SamplesPerPixel) > 1:
+        out.append(DataElement(0x00280006, "US", 0))
+    return out
+
+
+@dataclass(frozen=True)
+class HeaderAhead:
+    """The header an instance will have once stored as lossless JPEG 2000, made before the
+    encode ends (:func:`lossless_header`). ``dataset`` has no pixel data and shares the
+    instance's elements; ``values`` holds each shared element with the value object it had,
+    so that :meth:`fits` sees a value set since (pydicom sets values in place)."""
+
+    dataset: Dataset
+    values: tuple[tuple[DataElement, object], ...]
+    #: The elements the encode changes (:func:`_pixel_header`), new objects.
+    changed: tuple[DataElement, ...]
+
+    def fits(self, ds: Dataset) -> bool:
+        """True when transcoded ``ds`` has exactly this header besides its pixel data: the same
+        elements holding the same values, equal changed ones, the same syntax. (Inside a
+        sequence item only the item objects are compared; nothing between the header and the
+        output changes one: the lossless path sets pixel data, photometric interpretation,
+        planar configuration and the syntax, nothing else.)"""
+        d, h = ds._dict, self.dataset._dict
+        if len(d) != len(h) + 1 or _PIXEL_DATA not in d:
+            return False
+        if str(ds.file_meta.get("TransferSyntaxUID", "")) != \
+                str(self.dataset.file_meta.get("TransferSyntaxUID", "")):
+            return False
+        for elem, value in self.values:
+            if d.get(elem.tag) is not elem or elem.value is not value:
+                return False
+        for theirs in self.changed:
+            mine = d.get(theirs.tag)
+            if mine is None or mine.VR != theirs.VR or mine.value != theirs.value:
+                return False
+        return True
+
+
+def lossless_header(ds: Dataset, policy: TranscodePolicy) -> HeaderAhead | None:
+    """``ds``'s header as :func:`transcode` leaves it when it stores the pixels as lossless JPEG
+    2000: a copy without the pixel data that shares ``ds``'s elements, with the new photometric
+    interpretation, planar configuration and transfer syntax.
+
+    Why: writing the header is the longest step after the encode, and it needs nothing the
+    encode makes, so the reception writes it while the pixels are still being encoded; the
+    output is then this header's bytes followed by the pixel data element, and only if
+    :meth:`HeaderAhead.fits` the transcoded instance. None when that cannot be known now: a
+    modality stored lossy (new UIDs), elements after the pixel data, an element not yet
+    decoded, a big endian input (written by another path).
+    """
+    if policy.mode == "off" or policy.lossy_ratio(ds.get("Modality")) is not None:
+        return None
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or str(meta.get("TransferSyntaxUID", "")) == ExplicitVRBigEndian:
+        return None
+    d = ds._dict
+    if _PIXEL_DATA not in d or any(t > _PIXEL_DATA for t in d):
+        return None
+    try:
+        target = _choose_target(ds, policy, None)
+        changed = _pixel_header(ds, target)
+    except Exception:  # noqa: BLE001 - no header now; transcode decides as always
+        return None
+    out = Dataset()
+    tags = {e.tag for e in changed}
+    shared: list[tuple[DataElement, object]] = []
+    for t, e in d.items():
+        if t == _PIXEL_DATA or t in tags:
+            continue
+        if not isinstance(e, DataElement):  # not decoded yet: written later, maybe otherwise
+            return None
+        shared.append((e, e.value))
+    out._dict.update((e.tag, e) for e, _ in shared)
+    for elem in changed:
+        out[elem.tag] = elem
+    implicit, little = ds.original_encoding
+    out.set_original_encoding(implicit, little, ds.original_character_set)
+    out.file_meta = copy.deepcopy(meta)  # FileMetaDataset(meta) would share meta's dict
+    out.file_meta.TransferSyntaxUID = UID(target.uid)
+    if getattr(ds, "preamble", None) is not None:
+        out.preamble = ds.preamble
+    return HeaderAhead(out, tuple(shared), tuple(changed))
+
+
 def _build_output(ds: Dataset, streams: list[bytes], target: _Target, ratio: float,
                   new_uid: Callable[[str], str], consume: bool = False) -> Dataset:
     out = ds if consume else _clone_without_pixels(ds)
@@ -770,9 +890,8 @@ def _build_output(ds: Dataset, streams: list[bytes], target: _Target, ratio: flo
     elem = out["PixelData"]
     elem.VR = "OB"
     elem.is_undefined_length = True
-    out.PhotometricInterpretation = target.photometric
-    if int(ds.SamplesPerPixel) > 1:
-        out.PlanarConfiguration = 0
+    for changed in _pixel_header(ds, target):
+        out[changed.tag] = changed
     out.file_meta.TransferSyntaxUID = UID(target.uid)
     if target.lossy_ratio is not None:
         old = str(ds.get("SOPInstanceUID", "")).strip()

@@ -5,6 +5,7 @@ the de-identified instance no longer has must never be used."""
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pydicom
@@ -35,16 +36,122 @@ def _raw(name: str) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "US1_UNCR.dcm",
-                                  "SC_rgb.dcm"])
-def test_overlapped_reception_stores_the_same_bytes(name: str) -> None:
+_INPUTS = ["CT_small.dcm", "MR_small.dcm", "US1_UNCR.dcm", "SC_rgb.dcm",
+           "MR_small_implicit.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm",
+           "emri_small.dcm", "SC_rgb_rle_2frame.dcm", "MR_small_bigendian.dcm"]
+
+
+@pytest.mark.parametrize("verification", ["all", "sampled"])
+@pytest.mark.parametrize("name", _INPUTS)
+def test_overlapped_reception_stores_the_same_bytes(name: str, verification: str) -> None:
+    """Overlapped, the header is written while the pixels are encoded and the pixel data
+    element is appended to it: the bytes must be exactly those of one write after the encode."""
     raw = _raw(name)
-    together = _reception(True, verification="all").process(raw)
-    in_turn = _reception(False, verification="all").process(raw)
-    assert together.store and in_turn.store
+    together = _reception(True, verification=verification).process(raw)
+    in_turn = _reception(False, verification=verification).process(raw)
+    assert together.store and in_turn.store, (together, in_turn)
     assert together.data == in_turn.data
     assert (together.transcoded, together.transcode_reason) == \
         (in_turn.transcoded, in_turn.transcode_reason)
+
+
+def test_the_header_is_written_during_the_encode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the fallback by accident: overlapped, the one full write is of a header without
+    pixel data, made while the encode was still running; in turn, the whole instance."""
+    writes: list[tuple[bool, bool]] = []
+    real = pipeline._serialize
+    running: list[bool] = []
+
+    def serialize(ds: pydicom.Dataset) -> bytes:
+        writes.append(("PixelData" in ds, bool(running) and running[-1]))
+        return real(ds)
+
+    real_encode = tc.encode_pixels
+
+    def encode(*args: object) -> object:
+        running.append(True)
+        try:
+            time.sleep(0.05)  # still encoding when the header is written
+            return real_encode(*args)  # type: ignore[arg-type]
+        finally:
+            running.append(False)
+
+    monkeypatch.setattr(pipeline, "_serialize", serialize)
+    monkeypatch.setattr(pipeline, "encode_pixels", encode)
+    raw = _raw("CT_small.dcm")
+    assert _reception(True).process(raw).transcoded
+    assert writes == [(False, True)]
+    writes.clear()
+    assert _reception(False).process(raw).transcoded
+    assert writes == [(True, False)]
+
+
+def _as_deidentified(name: str) -> pydicom.Dataset:
+    """Every element decoded and nothing after the pixel data, as de-identification leaves
+    an instance (it removes the trailing padding)."""
+    ds = pydicom.dcmread(get_testdata_file(name))
+    for _elem in ds:
+        pass
+    if 0xFFFCFFFC in ds:
+        del ds[0xFFFCFFFC]
+    return ds
+
+
+def test_no_header_ahead_when_it_cannot_be_known() -> None:
+    policy = TranscodePolicy.from_mapping({"lossy": {"US": 10}})
+    ds = pydicom.dcmread(get_testdata_file("US1_UNCR.dcm"))
+    assert tc.lossless_header(ds, policy) is None  # stored lossy: new UIDs
+    ds = _as_deidentified("CT_small.dcm")
+    header = tc.lossless_header(ds, TranscodePolicy())
+    assert header is not None and "PixelData" not in header.dataset
+    assert str(header.dataset.file_meta.TransferSyntaxUID) == tc.J2K_LOSSLESS
+    assert str(ds.file_meta.TransferSyntaxUID) != tc.J2K_LOSSLESS  # the input is untouched
+    ds.add_new(0xFFFCFFFC, "OB", b"\0\0")  # Data Set Trailing Padding, after the pixels
+    assert tc.lossless_header(ds, TranscodePolicy()) is None
+
+
+def test_a_header_written_ahead_is_used_only_if_it_is_the_instance_s() -> None:
+    ds = _as_deidentified("CT_small.dcm")
+    header = tc.lossless_header(ds, TranscodePolicy())
+    assert header is not None
+    out = tc.transcode(ds, TranscodePolicy(), new_uid=P.uid, consume=True).ds
+    assert header.fits(out)
+    out.PatientName = "CHANGED^AFTER"  # set in place, as pydicom does: seen
+    assert not header.fits(out)
+    out = tc.transcode(_as_deidentified("CT_small.dcm"), TranscodePolicy(), new_uid=P.uid,
+                       consume=True).ds
+    header = tc.lossless_header(_as_deidentified("CT_small.dcm"), TranscodePolicy())
+    assert header is not None and not header.fits(out)  # another instance's elements
+    out = tc.transcode(_as_deidentified("CT_small.dcm"), TranscodePolicy(), new_uid=P.uid).ds
+    assert not header.fits(out)  # a copy: other element objects
+
+
+def test_the_caller_waits_for_the_encode_to_let_go_of_the_gil() -> None:
+    """``on_busy`` fires once, just before the long call without the GIL (so the reception's
+    own Python cannot hold back the encode's start), and not at all when nothing is encoded."""
+    calls: list[str] = []
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    real = tc.openjpeg.encode_lossless
+
+    def spy(*args: object, **kwargs: object) -> bytes:
+        calls.append("encode")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(tc.openjpeg, "encode_lossless", spy)
+        stage = tc.encode_pixels(tc.pixel_view(ds), TranscodePolicy(),
+                                 lambda: calls.append("busy"))
+    assert isinstance(stage, tc.Encoded)
+    assert calls == (["encode", "busy"] if tc.openjpeg.available() else ["busy"])
+    calls.clear()
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.PixelData
+    kept = tc.encode_pixels(ds, TranscodePolicy(), lambda: calls.append("busy"))
+    assert isinstance(kept, tc.Outcome) and calls == []
+    # and the reception does not wait for a signal that never comes
+    start = time.monotonic()
+    assert _reception(True).process(_raw("rtplan.dcm")).store is not None
+    assert time.monotonic() - start < pipeline._HANDOFF_WAIT
 
 
 def test_the_view_holds_the_pixel_module_and_nothing_identifying() -> None:
@@ -82,9 +189,9 @@ def test_an_early_encode_of_other_pixels_is_not_used(monkeypatch: pytest.MonkeyP
     encodes: list[int] = []
     real_encode = tc.encode_pixels
 
-    def counting(ds: pydicom.Dataset, policy: TranscodePolicy) -> object:
+    def counting(ds: pydicom.Dataset, policy: TranscodePolicy, *args: object) -> object:
         encodes.append(1)
-        return real_encode(ds, policy)
+        return real_encode(ds, policy, *args)  # type: ignore[arg-type]
 
     def deidentify(ds: pydicom.Dataset, *args: object) -> pydicom.Dataset:
         out = real(ds, *args)
