@@ -238,11 +238,12 @@ class Reception:
                           ) -> tuple[HeaderAhead, bytes] | None:
         """While the early encode runs, write the header the output will have if it is stored
         as lossless JPEG 2000 (:func:`lossless_header`); the caller uses the bytes only if the
-        transcoded instance has exactly that header. Why: over one association, and with
-        Orthanc's plugin lock over several, every millisecond after the encode is the sender's;
-        writing the header is the longest of them (~1.5-2 ms of a CT slice), and a core is
-        free while OpenJPEG runs its serial steps. Not when nothing runs early (the steps in
-        turn are the reference) or the encode already said the instance keeps its syntax."""
+        transcoded instance has exactly that header. Why: over one association, and inside
+        Orthanc's plugin lock over several, every millisecond after the encode is the
+        sender's; writing the header was the longest of them (~1.5-2 ms of a CT slice), and
+        during the encode it costs only a share of a core. Not when nothing runs early (the
+        steps in turn are the reference) or the encode already said the instance keeps its
+        syntax."""
         if job is None:
             return None
         if job.done() and (job.exception() is not None or isinstance(job.result(), Outcome)):
@@ -268,11 +269,11 @@ def _early_pool() -> ThreadPoolExecutor:
 
 
 def _early_job(early: tuple[Future[Outcome | Encoded], pydicom.Dataset] | None,
-                   ds: pydicom.Dataset) -> Future[Outcome | Encoded] | None:
+               ds: pydicom.Dataset) -> Future[Outcome | Encoded] | None:
     """The early encode if it was made from exactly ``ds``'s pixels, else None (then the
-    caller encodes ``ds``). Checked before anything else reads ``ds`` again: writing it may
-    settle ambiguous VRs in place, which would look like other pixels. An exception in the
-    encode comes out of ``result()``: it refuses, as it would in turn."""
+    caller encodes ``ds``, and the early result is never looked at). Checked before ``ds`` is
+    written: writing may settle ambiguous VRs in place, which would look like other pixels.
+    An exception in the encode comes out of ``result()``: it refuses, as it would in turn."""
     if early is None:
         return None
     future, view = early
