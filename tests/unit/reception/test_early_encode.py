@@ -148,10 +148,13 @@ def test_the_caller_waits_for_the_encode_to_let_go_of_the_gil() -> None:
     del ds.PixelData
     kept = tc.encode_pixels(ds, TranscodePolicy(), lambda: calls.append("busy"))
     assert isinstance(kept, tc.Outcome) and calls == []
-    # and the reception does not wait for a signal that never comes
-    start = time.monotonic()
-    assert _reception(True).process(_raw("rtplan.dcm")).store is not None
-    assert time.monotonic() - start < pipeline._HANDOFF_WAIT
+    # and the reception does not wait for a signal that never comes: the encode's end is one
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pipeline, "_HANDOFF_WAIT", 60.0)
+        start = time.monotonic()
+        decision = _reception(True).process(_raw("rtplan.dcm"))
+        assert decision.store and decision.transcode_reason == "no-pixel-data"
+        assert time.monotonic() - start < 30.0
 
 
 def test_the_view_holds_the_pixel_module_and_nothing_identifying() -> None:
