@@ -243,6 +243,8 @@ def test_a_copied_link_opens_the_same_case_series_and_frame(pages: Pages,
         page.locator(".slider").fill("5")
         _wait_drawn(page, 5)
         page.click("#copylink")
+        # the handler sets it after the clipboard write, which it awaits
+        page.wait_for_function("() => window.__copiedLink")
         link = page.evaluate("() => window.__copiedLink")
         assert "frame=5" in link and "series=" in link
     other = pages.open("carl")
