@@ -27,6 +27,11 @@
 
 static OrthancPluginContext *context_ = NULL;
 
+static OrthancPluginErrorCode on_transcode(OrthancPluginMemoryBuffer *transcoded,
+                                           const void *buffer, uint64_t size,
+                                           const char *const *allowed, uint32_t count,
+                                           uint8_t allow_new_uid);
+
 enum { TEACHFILE_GET = 0, TEACHFILE_POST = 1, TEACHFILE_PUT = 2, TEACHFILE_DELETE = 3 };
 
 ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext *context)
@@ -36,7 +41,13 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext *contex
     }
     context_ = context;
     OrthancPluginSetDescription(context, "teachfile: Orthanc's REST API for the Python plugin, "
-                                         "called without Python's GIL");
+                                         "called without Python's GIL, and its ingest encoder");
+    /* First of the transcoders (this plugin loads first); it declines until the Python side
+     * installs its function, and declines what that function does not recognise. */
+    if (OrthancPluginRegisterTranscoderCallback(context, on_transcode) !=
+        OrthancPluginErrorCode_Success) {
+        return -1;
+    }
     return 0;
 }
 
@@ -417,5 +428,74 @@ int32_t teachfile_take_instances(const char *intake, uint64_t max_body)
                                              NULL, upload_chunk, upload_execute,
                                              upload_finalize);
     OrthancPluginRegisterRestCallbackNoLock(context_, "/instances", on_instances);
+    return 0;
+}
+
+/*
+ * Ingest transcoding outside Orthanc's plugin mutex.
+ *
+ * Why: Orthanc runs the received-instance callback under its plugin mutex, so an encode done
+ * there (the Python plugin's) runs one instance at a time whatever the number of associations,
+ * while "IngestTranscoding" runs after that callback, on each association's own thread, under
+ * a shared lock only. The Python plugin cannot register a transcoder; this plugin registers one
+ * and hands each request to the function the Python side installed (a ctypes callback, which
+ * takes the GIL; the encoder it calls releases it). That function recognises only the
+ * instances its own received-instance callback prepared for it and declines everything else,
+ * which then goes to the next transcoder (GDCM) as before.
+ */
+typedef int32_t (*teachfile_transcoder_fn)(const void *buffer, uint64_t size, void *sink);
+
+static teachfile_transcoder_fn transcoder_ = NULL;
+
+#define TEACHFILE_J2K_LOSSLESS "1.2.840.10008.1.2.4.90"
+
+static OrthancPluginErrorCode on_transcode(OrthancPluginMemoryBuffer *transcoded,
+                                           const void *buffer, uint64_t size,
+                                           const char *const *allowed, uint32_t count,
+                                           uint8_t allow_new_uid)
+{
+    teachfile_transcoder_fn fn = __atomic_load_n(&transcoder_, __ATOMIC_ACQUIRE);
+    (void)allow_new_uid;
+    transcoded->data = NULL;
+    transcoded->size = 0;
+    /* Ingest asks for exactly one syntax; anything else (a peer's, a /modify) is not ours. */
+    if (fn == NULL || context_ == NULL || count != 1 || allowed == NULL || allowed[0] == NULL ||
+        strcmp(allowed[0], TEACHFILE_J2K_LOSSLESS) != 0) {
+        return OrthancPluginErrorCode_Plugin;
+    }
+    if (fn(buffer, size, transcoded) != 0 || transcoded->data == NULL) {
+        if (transcoded->data != NULL) {
+            OrthancPluginFreeMemoryBuffer(context_, transcoded);
+        }
+        transcoded->data = NULL;
+        transcoded->size = 0;
+        return OrthancPluginErrorCode_Plugin;  /* declined: the next transcoder may try */
+    }
+    return OrthancPluginErrorCode_Success;
+}
+
+/* Called by the installed function, once, with the transcoded instance. */
+int32_t teachfile_transcoded(void *sink, const void *data, uint64_t size)
+{
+    OrthancPluginMemoryBuffer *out = (OrthancPluginMemoryBuffer *)sink;
+    if (context_ == NULL || out == NULL || out->data != NULL || size == 0 || size > UINT32_MAX) {
+        return -1;
+    }
+    if (OrthancPluginCreateMemoryBuffer(context_, out, (uint32_t)size) !=
+        OrthancPluginErrorCode_Success) {
+        out->data = NULL;
+        return -1;
+    }
+    memcpy(out->data, data, size);
+    return 0;
+}
+
+/* Install (or, with NULL, remove) the Python side's function; 0 once Orthanc loaded this. */
+int32_t teachfile_set_transcoder(teachfile_transcoder_fn fn)
+{
+    if (context_ == NULL) {
+        return -1;
+    }
+    __atomic_store_n(&transcoder_, fn, __ATOMIC_RELEASE);
     return 0;
 }

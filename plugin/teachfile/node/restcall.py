@@ -16,6 +16,7 @@ other; a failure raises :class:`RestCallError` whose first argument is Orthanc's
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from pathlib import Path
 
 LIBRARY_NAME = "teachfile-restcall.so"
@@ -26,6 +27,11 @@ class _Buffer(ctypes.Structure):
     """``OrthancPluginMemoryBuffer``."""
 
     _fields_ = [("data", ctypes.c_void_p), ("size", ctypes.c_uint32)]
+
+
+#: ``teachfile_transcoder_fn`` of native/restcall.c: (buffer, size, sink) -> 0 when delivered.
+_TRANSCODER = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_uint64,
+                               ctypes.c_void_p)
 
 
 class RestCallError(Exception):
@@ -71,6 +77,37 @@ class RestCall:
 
     def RestApiDelete(self, uri: str) -> None:  # noqa: N802
         self._call(_DELETE, uri)
+
+    def install_transcoder(self, encode: Callable[[int, Callable[[bytes], bool]], bytes | None]
+                           ) -> bool:
+        """Make ``encode`` the native plugin's ingest transcoder (see native/restcall.c):
+        Orthanc calls it, on the storing thread and outside its plugin mutex, with the size of
+        an instance it transcodes to lossless JPEG 2000 and a test ``same(native)`` of whether
+        its bytes are exactly ``native``; ``encode`` returns the new instance, or None to
+        decline. False when the built library predates the transcoder."""
+        lib = self._lib
+        if not hasattr(lib, "teachfile_set_transcoder"):
+            return False
+        memcmp = ctypes.CDLL(None).memcmp
+        memcmp.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        memcmp.restype = ctypes.c_int
+        lib.teachfile_transcoded.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint64]
+        lib.teachfile_transcoded.restype = ctypes.c_int32
+        lib.teachfile_set_transcoder.argtypes = [_TRANSCODER]
+        lib.teachfile_set_transcoder.restype = ctypes.c_int32
+
+        def on_transcode(buffer: int, size: int, sink: int) -> int:
+            try:
+                data = encode(size, lambda native: len(native) == size and
+                              memcmp(buffer, native, size) == 0)
+                if not data:
+                    return 1
+                return int(lib.teachfile_transcoded(sink, data, len(data)))
+            except BaseException:  # noqa: BLE001 - declined; Orthanc stores what it has
+                return 1
+
+        self._transcoder = _TRANSCODER(on_transcode)  # kept alive as long as this object
+        return int(lib.teachfile_set_transcoder(self._transcoder)) == 0
 
     def take_instances(self, intake: str, max_body: int) -> bool:
         """Let the native plugin own ``/instances``: it forwards each upload to ``intake`` (the

@@ -38,8 +38,17 @@ def test_it_exports_an_orthanc_plugin_and_the_call() -> None:
     lib = ctypes.CDLL(str(_library()))
     for name in ("OrthancPluginInitialize", "OrthancPluginFinalize", "OrthancPluginGetName",
                  "OrthancPluginGetVersion", "teachfile_restcall", "teachfile_restcall_free",
-                 "teachfile_restcall_ready", "teachfile_take_instances"):
+                 "teachfile_restcall_ready", "teachfile_take_instances",
+                 "teachfile_set_transcoder", "teachfile_transcoded"):
         assert hasattr(lib, name), name
+
+
+def test_the_transcoder_cannot_be_installed_before_orthanc_initialised_it() -> None:
+    lib = ctypes.CDLL(str(_library()))
+    lib.teachfile_set_transcoder.restype = ctypes.c_int32
+    lib.teachfile_transcoded.restype = ctypes.c_int32
+    assert lib.teachfile_set_transcoder(None) == -1
+    assert lib.teachfile_transcoded(None, b"x", 1) == -1
 
 
 def test_an_uninitialised_library_is_refused_not_called() -> None:
