@@ -268,6 +268,24 @@ except Exception as _exc:  # noqa: BLE001
                      "every received instance will be refused")
 
 
+def _install_transcoder() -> None:
+    """Lossless JPEG 2000 after the callback, outside Orthanc's plugin mutex, when the launcher
+    configured ingest transcoding for it (reception/deferred.py): only through the native
+    plugin, whose transcoder Orthanc calls first."""
+    config = json.loads(orthanc.GetConfiguration())
+    if _service is None or config.get("IngestTranscoding") != "1.2.840.10008.1.2.4.90" or \
+            not hasattr(_rest, "install_transcoder"):
+        return
+    try:
+        if _rest.install_transcoder(_service.transcode_ingest):
+            _service.enable_deferred()
+    except Exception as exc:  # noqa: BLE001 - the callback then encodes, as before
+        orthanc.LogError(f"teachfile: ingest transcoder not installed ({type(exc).__name__})")
+
+
+_install_transcoder()
+
+
 def _thread_stack_preload() -> bool:
     """Whether native/threadstack.c is mapped in this process: without it Debian's civetweb
     gives HTTP threads 100 KiB stacks, which GDCM's transcoding overflows (Orthanc dies)."""

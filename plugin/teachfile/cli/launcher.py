@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..node import network as network_mod
+from ..node.ingest import ingest_config
 from ..node.keys import load_or_create_password
 from ..node.limits import answering_config
 from ..node.restcall import LIBRARY_NAME as RESTCALL_LIBRARY
@@ -347,7 +348,12 @@ def build_config(settings: NodeSettings, password: str,
     config = _merge(config, sharing_config(settings, tls))
     if network is not None:
         config = network_mod.merge_into(config, network)
-    return _merge(config, settings.extra)
+    config = _merge(config, settings.extra)
+    # Lossless JPEG 2000 after the callback, when several associations send at once
+    # (node/ingest.py); for the profile the plugin will really load.
+    section = config["Teachfile"]
+    return {**ingest_config(str(section.get("Profile", settings.profile)),
+                            Path(section.get("ConfigDirectory", CONFIG_DIR))), **config}
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

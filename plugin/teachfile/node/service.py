@@ -29,17 +29,17 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID
 
 from .. import __version__
 from ..errors import REASONS, UNREADABLE, ConfigError
-from ..reception import seal
+from ..reception import deferred, seal
 from ..reception.deid import Deidentifier
 from ..reception.pipeline import Decision, Reception
 from ..reception.pixels import PixelPolicy, load_pixel_policy
 from ..reception.profile import Profile, load_profile
 from ..reception.pseudonym import Pseudonymizer
-from ..reception.transcode import TranscodePolicy, lossless_encoder
+from ..reception.transcode import J2K_LOSSLESS, TranscodePolicy, lossless_encoder
 from .keycheck import REASON as KEY_MISMATCH
 from .keycheck import KeyCheck, check_directory
 from .keys import fingerprint, load_or_create_key
@@ -55,6 +55,10 @@ log = logging.getLogger("teachfile")
 UNSTORABLE = b"TEACHFILE-REFUSED"
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_PROCESSING_FAILURE = 0x0110
+#: Instances awaiting the node's transcoder at most (Orthanc asks within milliseconds).
+_MAX_DEFERRED = 64
+#: A callback entering within this many seconds of the previous one's return was queued.
+_QUEUED = 0.001
 _TOMBSTONE_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture; never stored anyway
 
 
@@ -180,6 +184,20 @@ class Service:
         self._upload_stored: dict[int, list[str]] = {}
         #: Instances stored while a modification job runs (see :meth:`begin_collect`).
         self._collected: list[str] | None = None
+        #: Instances handed to Orthanc uncompressed for :meth:`transcode_ingest`, by size, in
+        #: the order they came; at most ``_MAX_DEFERRED`` (see :meth:`enable_deferred`).
+        self._deferred: dict[int, list[deferred.Deferred]] = {}
+        self._deferred_count = 0
+        #: Whether Orthanc asks this node's transcoder for JPEG 2000 (:meth:`enable_deferred`).
+        self.ingest_transcoder = False
+        #: When the last received-instance callback returned (monotonic seconds): another one
+        #: entering right after it was waiting for Orthanc's plugin mutex.
+        self._last_exit = 0.0
+        #: Deferred encodes running now.
+        self._encoding = 0
+        #: thread id -> what the reception handed over ("native", "j2k" or "deferred"), read by
+        #: the on-stored callback (same thread) to count what Orthanc really stored.
+        self._handed: dict[int, str] = {}
 
     # -- reception -------------------------------------------------------------------------
 
@@ -189,6 +207,7 @@ class Service:
         with self._lock:
             self._pending.pop(tid, None)
             self._trusted.pop(tid, None)
+            self._handed.pop(tid, None)
             origin = self._upload_origin.get(tid, origin)
         self.state.count("received")
         if self.settings.bypass_reception:
@@ -196,7 +215,10 @@ class Service:
         if self.key_check is not None and not self.key_check.may_receive:
             decision = Decision(False, reason=KEY_MISMATCH)
         else:
-            decision = self.reception.process(raw)
+            try:
+                decision = self.reception.process(raw, defer=self._contended())
+            finally:
+                self._last_exit = time.monotonic()
         if decision.needs_trusted_sender and origin != "dicom":
             decision = _untrusted(decision)  # only a C-STORE has a calling AET to trust
         if decision.store:
@@ -206,7 +228,13 @@ class Service:
                     self._trusted[tid] = (decision.data, decision)
             elif decision.pixel_check:
                 self.state.count("pixels_checked", decision.pixel_check)
-            if decision.transcoded:
+            if self.ingest_transcoder:
+                with self._lock:
+                    self._handed[tid] = "deferred" if decision.deferred is not None else \
+                        "j2k" if decision.transcoded else "native"
+            if decision.deferred is not None:
+                self._stash(decision.deferred)
+            elif decision.transcoded:
                 self.state.count("transcoded", decision.transcode_reason or "default")
             else:
                 self.state.count("not_transcoded", decision.transcode_reason or "unknown")
@@ -218,6 +246,81 @@ class Service:
                 self._pending[tid] = (tomb, refusal)
             return "modify", tomb
         return "modify", UNSTORABLE
+
+    # -- lossless JPEG 2000 after the callback (reception/deferred.py) -----------------------
+
+    def enable_deferred(self) -> None:
+        """Called by the entry script once the node's transcoder is installed and Orthanc's
+        ingest transcoding asks it for lossless JPEG 2000: from then on, while instances queue
+        for Orthanc's plugin mutex, the reception leaves eligible ones uncompressed and
+        :meth:`transcode_ingest` encodes them."""
+        self.ingest_transcoder = True
+
+    def _contended(self) -> bool:
+        """Defer the encode only when other instances are in flight: one came in right after
+        the previous callback returned (it was waiting for Orthanc's plugin mutex), or a
+        deferred encode is still running. Alone, over one association, the encode inside the
+        callback is faster: it splits the image over the cores while the header is
+        de-identified (see Reception._early_encode)."""
+        if not self.ingest_transcoder:
+            return False
+        return self._encoding > 0 or time.monotonic() - self._last_exit < _QUEUED
+
+    def _stash(self, job: deferred.Deferred) -> None:
+        with self._lock:
+            self._deferred.setdefault(len(job.native), []).append(job)
+            self._deferred_count += 1
+            while self._deferred_count > _MAX_DEFERRED:
+                # Orthanc never asked for these (it could not parse them, say): forget the
+                # oldest; if it does ask, the instance is stored as it was handed over.
+                oldest = min(self._deferred, key=lambda n: self._deferred[n][0].created)
+                self._deferred[oldest].pop(0)
+                if not self._deferred[oldest]:
+                    del self._deferred[oldest]
+                self._deferred_count -= 1
+
+    def _take_deferred(self, size: int, same: Any) -> deferred.Deferred | None:
+        with self._lock:
+            jobs = self._deferred.get(size, [])
+            for i, job in enumerate(jobs):
+                if same(job.native):
+                    jobs.pop(i)
+                    if not jobs:
+                        del self._deferred[size]
+                    self._deferred_count -= 1
+                    return job
+        return None
+
+    def transcode_ingest(self, size: int, same: Any) -> bytes | None:
+        """The JPEG 2000 instance for bytes Orthanc's ingest transcoding asks about, if this
+        node's reception handed them over (``same(native)`` tells whether they are exactly
+        those bytes); None declines (Orthanc's next transcoder may try)."""
+        job = self._take_deferred(size, same)
+        if job is None:
+            return None
+        with self._lock:
+            self._encoding += 1
+        try:
+            # One thread each: several instances are encoded at once by now.
+            out = deferred.encode(job, self.transcode_policy, self.reception.verifier, 1)
+        finally:
+            with self._lock:
+                self._encoding -= 1
+        if out is None:
+            self.state.count("not_transcoded", "deferred-failed")
+        else:
+            self.state.count("transcoded", "lossless-after-callback")
+        return out
+
+    def _count_ingest(self, handed: str, stored_syntax: str) -> None:
+        """What Orthanc's ingest transcoding did after the callback, counted from what it
+        stored: a deferred instance it stored uncompressed (no transcoder took it), or one the
+        reception kept uncompressed that another transcoder (GDCM) compressed."""
+        j2k = stored_syntax == J2K_LOSSLESS
+        if handed == "deferred" and not j2k:
+            self.state.count("not_transcoded", "deferred-stored-uncompressed")
+        elif handed == "native" and j2k:
+            self.state.count("transcoded_by_orthanc", "ingest")
 
     def _record_refusal(self, decision: Decision, origin: str) -> Refusal:
         refusal = Refusal(time.time(), origin, None, decision.reason or "internal-error",
@@ -245,7 +348,7 @@ class Service:
         if pending is None:
             return 0
         tomb, refusal = pending
-        if instance_bytes_size != len(tomb) or bytes(get_bytes()) != tomb:
+        if not _is_tombstone(bytes(get_bytes()), tomb):
             # A stale entry from a C-STORE that never reached the filter: not this instance.
             return 0
         if calling_aet:
@@ -306,6 +409,11 @@ class Service:
             ok = bool(seal.verify(ds, self.pseudonymizer))
         except Exception:  # noqa: BLE001 - unreadable means unverified
             ok = False
+        if self.ingest_transcoder:
+            with self._lock:
+                handed = self._handed.pop(threading.get_ident(), None)
+            if ok and handed is not None:
+                self._count_ingest(handed, str(ds.file_meta.get("TransferSyntaxUID", "")))
         if ok:
             self.state.count("stored")
             if instance_id is not None:
@@ -438,6 +546,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _is_tombstone(data: bytes, tomb: bytes) -> bool:
+    """Whether the filter's instance is this tombstone: its exact bytes, or those bytes as
+    Orthanc's ingest transcoding rewrote them (another transfer syntax; its unique UID stays)."""
+    if data == tomb:
+        return True
+    uid = _tombstone_uid(tomb)
+    return uid is not None and uid in data
+
+
+def _tombstone_uid(tomb: bytes) -> bytes | None:
+    at = tomb.find(b"TEACHFILE-REFUSED")
+    start = tomb.find(b"2.25.")
+    if at < 0 or start < 0:
+        return None
+    end = start + 5
+    while end < len(tomb) and tomb[end:end + 1].isdigit():
+        end += 1
+    return tomb[start:end]
+
+
 def make_tombstone() -> bytes:
     """A minimal, PHI-free instance that stands in for a refused one until the C-STORE filter
     refuses it; unique so the filter can tell it from any real instance."""
@@ -451,7 +579,10 @@ def make_tombstone() -> bytes:
     ds.SeriesInstanceUID = uid + ".2"
     ds.PatientID = "TEACHFILE-REFUSED"
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    # The syntax the node stores, though it holds no pixel data (its elements are explicit VR
+    # little endian either way): Orthanc's ingest transcoding then leaves it alone instead of
+    # asking GDCM, which fails on it and logs an error after every refusal.
+    ds.file_meta.TransferSyntaxUID = UID(J2K_LOSSLESS)
     ds.file_meta.MediaStorageSOPClassUID = UID(_TOMBSTONE_CLASS)
     ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
     buf = io.BytesIO()

@@ -23,7 +23,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 
 from ..errors import Refusal, safe_detail
-from . import check, pixels, record, seal
+from . import check, deferred, pixels, record, seal
 from .deid import Deidentifier
 from .transcode import (
     Encoded,
@@ -73,6 +73,9 @@ class Decision:
     #: caller checks the calling AET; any other origin refuses). ``detail`` then says why the
     #: OCR gate alone would have refused.
     needs_trusted_sender: bool = False
+    #: Handed to Orthanc uncompressed, for the node's transcoder to store as lossless JPEG
+    #: 2000 after the callback (:mod:`.deferred`); ``transcoded`` is False until it has.
+    deferred: deferred.Deferred | None = None
 
 
 class Reception:
@@ -110,7 +113,10 @@ class Reception:
         #: :meth:`_early_encode`); False runs every step in turn (tests compare the two).
         self.overlap = overlap
 
-    def process(self, raw: bytes) -> Decision:
+    def process(self, raw: bytes, defer: bool = False) -> Decision:
+        """``defer``: the node's transcoder will be asked for this instance's JPEG 2000 after
+        the callback (:mod:`.deferred`); an eligible instance is then handed over uncompressed,
+        with ``Decision.deferred`` saying how to encode it."""
         uid_hash: str | None = None
         try:
             header = check.check_input(raw) if self.check_bytes else b""
@@ -144,7 +150,9 @@ class Reception:
                         raise
                     pending = exc.detail
                 plan = None
-            early = self._early_encode(ds, plan)
+            # Not what only a trusted sender may store: its filter checks the exact bytes.
+            defer = defer and not pending and deferred.eligible(ds, self.policy)
+            early = None if defer else self._early_encode(ds, plan)
             # The identifiers are read before de-identification replaces them.
             # The raw scan also finds what a swallowing length or a private element hid from
             # the parsed dataset (and so from the engine's cleaning).
@@ -157,6 +165,17 @@ class Reception:
                 _add_method_note(ds, OCR_METHOD_NOTE if ocr_checked else TRUSTED_METHOD_NOTE)
                 seal.seal(ds, self.pseudonymizer)  # the method values are sealed
             sealed_uid = ds.SOPInstanceUID  # de-identification sealed the instance
+            later = self._deferred(ds, tokens) if defer else None
+            if later is not None:
+                data = later.native
+                stored = (str(ds.SOPClassUID), str(ds.SOPInstanceUID),
+                          str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
+                return Decision(True, data=data, uid_hash=uid_hash, transcoded=False,
+                                transcode_reason="deferred", stored_uids=stored,
+                                pixel_check="ocr-no-text" if ocr_checked else
+                                "trusted-sender" if pending else None,
+                                detail=safe_detail(pending),
+                                needs_trusted_sender=bool(pending), deferred=later)
             job = _early_job(early, ds)
             written = self._header_meanwhile(ds, job)
             outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid,
@@ -188,6 +207,21 @@ class Reception:
                         pixel_check="ocr-no-text" if ocr_checked else
                         "trusted-sender" if pending else None,
                         detail=safe_detail(pending), needs_trusted_sender=bool(pending))
+
+    def _deferred(self, ds: pydicom.Dataset, tokens: check.Tokens | None
+                  ) -> deferred.Deferred | None:
+        """The de-identified instance written uncompressed (explicit VR little endian, the
+        syntax its JPEG 2000 form shares) and checked, with what the node's transcoder needs
+        to encode it later; None when it does not qualify (then it is transcoded here)."""
+        if not deferred.eligible(ds, self.policy):
+            return None
+        _trim_native_pixels(ds)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        data = _serialize(ds)
+        job = deferred.prepare(ds, data, self.policy, self.verifier)
+        if job is not None and tokens is not None:
+            self.output_check.check(data, tokens)
+        return job
 
     def _ocr_gate(self, ds: pydicom.Dataset, plan: pixels.PixelPlan,
                   gate: pixels.OcrGate) -> None:

@@ -19,6 +19,7 @@ import jinja2
 import yaml
 
 from ..errors import ConfigError
+from ..node.ingest import ingest_config
 from ..node.limits import answering_config
 from .model import Participant, Roster, is_ipv4
 from .pki import CONTAINER_DIR
@@ -26,6 +27,8 @@ from .source import PERMISSIONS
 
 #: Where the default templates live in a checkout and in the Docker image (/opt/teachfile).
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[3] / "orthanc-config" / "templates"
+#: The profiles this checkout ships (and the image copies).
+_SHIPPED_CONFIG = DEFAULT_TEMPLATES.parent
 
 _ALLOW_KEYS = {"echo": "AllowEcho", "find": "AllowFind", "move": "AllowMove", "get": "AllowGet",
                "store": "AllowStore"}
@@ -150,6 +153,9 @@ def _plugin(roster: Roster, roles: dict[str, str]) -> dict[str, Any]:
         "IndexDirectory": pl.storage_directory,
         "Teachfile": {"Profile": pl.profile, "ConfigDirectory": pl.config_directory,
                       "DataDirectory": pl.data_directory, "Roles": roles},
+        # Lossless JPEG 2000 after the callback under load (node/ingest.py), for the profile
+        # as this checkout ships it (the image carries the same orthanc-config).
+        **ingest_config(pl.profile, _SHIPPED_CONFIG),
     }
 
 
