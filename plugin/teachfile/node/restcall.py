@@ -15,6 +15,7 @@ other; a failure raises :class:`RestCallError` whose first argument is Orthanc's
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 from collections.abc import Callable
 from pathlib import Path
@@ -107,7 +108,12 @@ class RestCall:
                 return 1
 
         self._transcoder = _TRANSCODER(on_transcode)  # kept alive as long as this object
-        return int(lib.teachfile_set_transcoder(self._transcoder)) == 0
+        if int(lib.teachfile_set_transcoder(self._transcoder)) != 0:
+            return False
+        # Orthanc finalises the Python plugin before the native one: from then on it must not
+        # call into this interpreter.
+        atexit.register(lib.teachfile_set_transcoder, _TRANSCODER())  # a NULL pointer
+        return True
 
     def take_instances(self, intake: str, max_body: int) -> bool:
         """Let the native plugin own ``/instances``: it forwards each upload to ``intake`` (the

@@ -55,8 +55,6 @@ log = logging.getLogger("teachfile")
 UNSTORABLE = b"TEACHFILE-REFUSED"
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_PROCESSING_FAILURE = 0x0110
-#: Instances awaiting the node's transcoder at most (Orthanc asks within milliseconds).
-_MAX_DEFERRED = 64
 #: A callback entering within this many seconds of the previous one's return was queued.
 _QUEUED = 0.001
 _TOMBSTONE_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture; never stored anyway
@@ -89,6 +87,9 @@ class Settings:
     #: Calling AETs trusted to clean their own captures (``TrustedCaptureSenders``): what the
     #: OCR gate would refuse is stored when it comes by C-STORE from one of them.
     trusted_capture_senders: tuple[str, ...] = ()
+    #: Orthanc transcodes uncompressed instances after the callback (``IngestTranscoding``
+    #: with ``IngestTranscodingOfUncompressed``, its default): see Reception.deflate_kept.
+    ingest_uncompressed: bool = False
 
     @classmethod
     def from_orthanc_config(cls, config: Mapping[str, Any],
@@ -122,6 +123,8 @@ class Settings:
             case_dir=Path(section["CaseDirectory"]) if section.get("CaseDirectory") else None,
             sharing=dict(section.get("Sharing", {}) or {}),
             trusted_capture_senders=_trusted_senders(config, section),
+            ingest_uncompressed=bool(config.get("IngestTranscoding"))
+            and bool(config.get("IngestTranscodingOfUncompressed", True)),
         )
 
 
@@ -184,10 +187,9 @@ class Service:
         self._upload_stored: dict[int, list[str]] = {}
         #: Instances stored while a modification job runs (see :meth:`begin_collect`).
         self._collected: list[str] | None = None
-        #: Instances handed to Orthanc uncompressed for :meth:`transcode_ingest`, by size, in
-        #: the order they came; at most ``_MAX_DEFERRED`` (see :meth:`enable_deferred`).
-        self._deferred: dict[int, list[deferred.Deferred]] = {}
-        self._deferred_count = 0
+        #: thread id -> the instance its callback handed to Orthanc uncompressed, for
+        #: :meth:`transcode_ingest` (Orthanc's ingest transcoding runs on the same thread).
+        self._deferred: dict[int, deferred.Deferred] = {}
         #: Whether Orthanc asks this node's transcoder for JPEG 2000 (:meth:`enable_deferred`).
         self.ingest_transcoder = False
         #: When the last received-instance callback returned (monotonic seconds): another one
@@ -195,9 +197,11 @@ class Service:
         self._last_exit = 0.0
         #: Deferred encodes running now.
         self._encoding = 0
-        #: thread id -> what the reception handed over ("native", "j2k" or "deferred"), read by
-        #: the on-stored callback (same thread) to count what Orthanc really stored.
+        #: thread id -> what the reception handed over ("native", "j2k", "deferred", or
+        #: "encoded" once the transcoder made it JPEG 2000), read by the C-STORE filter and the
+        #: on-stored callback, which Orthanc calls next on the same thread.
         self._handed: dict[int, str] = {}
+        self.reception.deflate_kept = settings.ingest_uncompressed
 
     # -- reception -------------------------------------------------------------------------
 
@@ -208,6 +212,7 @@ class Service:
             self._pending.pop(tid, None)
             self._trusted.pop(tid, None)
             self._handed.pop(tid, None)
+            self._deferred.pop(tid, None)
             origin = self._upload_origin.get(tid, origin)
         self.state.count("received")
         if self.settings.bypass_reception:
@@ -216,7 +221,9 @@ class Service:
             decision = Decision(False, reason=KEY_MISMATCH)
         else:
             try:
-                decision = self.reception.process(raw, defer=self._contended())
+                # Only C-STOREs: their filter refuses what the transcoder could not encode.
+                decision = self.reception.process(
+                    raw, defer=origin == "dicom" and self._contended())
             finally:
                 self._last_exit = time.monotonic()
         if decision.needs_trusted_sender and origin != "dicom":
@@ -233,7 +240,8 @@ class Service:
                     self._handed[tid] = "deferred" if decision.deferred is not None else \
                         "j2k" if decision.transcoded else "native"
             if decision.deferred is not None:
-                self._stash(decision.deferred)
+                with self._lock:
+                    self._deferred[tid] = decision.deferred
             elif decision.transcoded:
                 self.state.count("transcoded", decision.transcode_reason or "default")
             else:
@@ -266,38 +274,18 @@ class Service:
             return False
         return self._encoding > 0 or time.monotonic() - self._last_exit < _QUEUED
 
-    def _stash(self, job: deferred.Deferred) -> None:
-        with self._lock:
-            self._deferred.setdefault(len(job.native), []).append(job)
-            self._deferred_count += 1
-            while self._deferred_count > _MAX_DEFERRED:
-                # Orthanc never asked for these (it could not parse them, say): forget the
-                # oldest; if it does ask, the instance is stored as it was handed over.
-                oldest = min(self._deferred, key=lambda n: self._deferred[n][0].created)
-                self._deferred[oldest].pop(0)
-                if not self._deferred[oldest]:
-                    del self._deferred[oldest]
-                self._deferred_count -= 1
-
-    def _take_deferred(self, size: int, same: Any) -> deferred.Deferred | None:
-        with self._lock:
-            jobs = self._deferred.get(size, [])
-            for i, job in enumerate(jobs):
-                if same(job.native):
-                    jobs.pop(i)
-                    if not jobs:
-                        del self._deferred[size]
-                    self._deferred_count -= 1
-                    return job
-        return None
-
     def transcode_ingest(self, size: int, same: Any) -> bytes | None:
-        """The JPEG 2000 instance for bytes Orthanc's ingest transcoding asks about, if this
-        node's reception handed them over (``same(native)`` tells whether they are exactly
-        those bytes); None declines (Orthanc's next transcoder may try)."""
-        job = self._take_deferred(size, same)
-        if job is None:
+        """The JPEG 2000 instance Orthanc's ingest transcoding asks this thread's transcoder
+        for, if this thread's callback handed those very bytes over (``same(native)`` tells);
+        None declines. Failed, the instance stays marked "deferred" and the C-STORE filter
+        refuses it: the next transcoder (GDCM) would rewrite its header and break its seal."""
+        tid = threading.get_ident()
+        with self._lock:
+            job = self._deferred.get(tid)
+        if job is None or len(job.native) != size or not same(job.native):
             return None
+        with self._lock:
+            self._deferred.pop(tid, None)
         with self._lock:
             self._encoding += 1
         try:
@@ -307,19 +295,19 @@ class Service:
             with self._lock:
                 self._encoding -= 1
         if out is None:
-            self.state.count("not_transcoded", "deferred-failed")
-        else:
-            self.state.count("transcoded", "lossless-after-callback")
+            log.error("teachfile: an instance handed over for lossless JPEG 2000 could not be "
+                      "encoded exactly; it is refused")
+            return None
+        with self._lock:
+            self._handed[tid] = "encoded"
+        self.state.count("transcoded", "lossless-after-callback")
         return out
 
     def _count_ingest(self, handed: str, stored_syntax: str) -> None:
-        """What Orthanc's ingest transcoding did after the callback, counted from what it
-        stored: a deferred instance it stored uncompressed (no transcoder took it), or one the
-        reception kept uncompressed that another transcoder (GDCM) compressed."""
-        j2k = stored_syntax == J2K_LOSSLESS
-        if handed == "deferred" and not j2k:
-            self.state.count("not_transcoded", "deferred-stored-uncompressed")
-        elif handed == "native" and j2k:
+        """An instance the reception handed over uncompressed that Orthanc stored as JPEG 2000
+        anyway (another transcoder took it): never expected, since what is kept is deflated
+        and what is deferred is refused when not encoded; counted if it happens."""
+        if handed == "native" and stored_syntax == J2K_LOSSLESS:
             self.state.count("transcoded_by_orthanc", "ingest")
 
     def _record_refusal(self, decision: Decision, origin: str) -> Refusal:
@@ -343,6 +331,13 @@ class Service:
         with self._lock:
             pending = self._pending.pop(threading.get_ident(), None)
             trusted = self._trusted.pop(threading.get_ident(), None)
+            unencoded = self._handed.get(threading.get_ident()) == "deferred"
+        if unencoded:
+            refusal = self._record_refusal(Decision(False, reason="transcode-error",
+                                                    detail="deferred encode failed"), "dicom")
+            if calling_aet:
+                self.state.replace_refusal(refusal, replace(refusal, calling_aet=calling_aet))
+            return STATUS_PROCESSING_FAILURE
         if trusted is not None:
             return self._trusted_filter(trusted, instance_bytes_size, get_bytes, calling_aet)
         if pending is None:

@@ -21,6 +21,12 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from ..errors import Refusal, safe_detail
 from . import check, deferred, pixels, record, seal
@@ -112,6 +118,12 @@ class Reception:
         #: Encode the pixels on another thread while the header is de-identified (see
         #: :meth:`_early_encode`); False runs every step in turn (tests compare the two).
         self.overlap = overlap
+        #: Set when Orthanc transcodes uncompressed instances after the callback (the node's
+        #: ingest transcoding, node/ingest.py). What this reception keeps uncompressed is then
+        #: handed over deflated (lossless, and left alone by ingest transcoding), because the
+        #: next transcoder in Orthanc's chain, GDCM, rewrites the header as it encodes: it adds
+        #: a Study Date of today, among others, which breaks the seal.
+        self.deflate_kept = False
 
     def process(self, raw: bytes, defer: bool = False) -> Decision:
         """``defer``: the node's transcoder will be asked for this instance's JPEG 2000 after
@@ -185,6 +197,8 @@ class Reception:
             if ds.SOPInstanceUID != sealed_uid:  # lossy: a new instance, sealed anew
                 seal.seal(ds, self.pseudonymizer)
             _trim_native_pixels(ds)
+            if self.deflate_kept and outcome.status != "transcoded":
+                _deflate_native(ds)
             if written is not None and outcome.status == "transcoded" and \
                     written[0].fits(ds):
                 data = written[1] + _pixel_element(ds)
@@ -216,7 +230,7 @@ class Reception:
         if not deferred.eligible(ds, self.policy):
             return None
         _trim_native_pixels(ds)
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         data = _serialize(ds)
         job = deferred.prepare(ds, data, self.policy, self.verifier)
         if job is not None and tokens is not None:
@@ -346,6 +360,23 @@ def _trim_native_pixels(ds: pydicom.Dataset) -> None:
     expected = (bits + 7) // 8
     if isinstance(value, bytes) and len(value) > expected + (expected & 1):
         ds.PixelData = value[:expected + (expected & 1)]
+
+
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_INGESTED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+def _deflate_native(ds: pydicom.Dataset) -> None:
+    """Kept pixels in a little endian native syntax are written deflated (see
+    ``Reception.deflate_kept``); big endian ones cannot be rewritten by pydicom, so they are
+    refused rather than left to a transcoder that would break their seal."""
+    if not any(t in ds for t in _PIXEL_TAGS):
+        return  # no pixels: every transcoder in the chain declines it
+    ts = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if ts in _INGESTED:
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    elif ts == ExplicitVRBigEndian:
+        raise Refusal("transcode-error", "kept big endian pixels under ingest transcoding")
 
 
 def _add_method_note(ds: pydicom.Dataset, note: str) -> None:

@@ -5,9 +5,11 @@ Orthanc ask it (node/ingest.py, reception/deferred.py)."""
 from __future__ import annotations
 
 import io
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 import yaml
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.skipif(not tc.openjpeg.available(), reason="no system O
 
 def _service(tmp_path: Path, **section: object) -> Service:
     config = {"StorageDirectory": str(tmp_path / "storage"),
+              **ingest_config("teaching", CONFIG),
               "Teachfile": {"ConfigDirectory": str(CONFIG), "DataDirectory": str(tmp_path),
                             **section}}
     env = {"TEACHFILE_KEY": "ab" * 32, "TEACHFILE_TESTING": "1"}
@@ -80,14 +83,33 @@ def test_queued_instances_are_encoded_by_the_transcoder(tmp_path: Path) -> None:
     assert counters["stored"] == 1 and "not_transcoded_by_reason" not in counters
 
 
-def test_what_orthanc_really_stored_is_counted(tmp_path: Path) -> None:
+def test_a_deferred_instance_nobody_encoded_is_refused(tmp_path: Path) -> None:
+    """Declined (or never asked), Orthanc would give it to GDCM, which rewrites the header and
+    breaks the seal: the C-STORE filter refuses it instead, and the sender is told."""
     svc = _service(tmp_path)
     raw = _ct(1)
     _queued(svc)
     _, native = svc.receive(raw, "dicom")
-    assert native is not None and svc.verify_stored(native)  # no transcoder took it
-    counters = svc.status()["counters"]
-    assert counters["not_transcoded_by_reason"] == {"deferred-stored-uncompressed": 1}
+    assert native is not None
+    assert svc.cstore_filter(len(native), lambda: native, "MODALITY") == \
+        STATUS_PROCESSING_FAILURE
+    refusal = svc.state.refusals()[0]
+    assert (refusal["reason"], refusal["calling_aet"]) == ("transcode-error", "MODALITY")
+    # Encoded, it passes the filter.
+    raw = _ct(2)
+    _queued(svc)
+    _, native = svc.receive(raw, "dicom")
+    assert native is not None and svc.transcode_ingest(len(native), _same(native)) is not None
+    assert svc.cstore_filter(len(native), lambda: native, "MODALITY") == 0
+
+
+def test_only_c_stores_are_deferred(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    raw = _ct()
+    _queued(svc)
+    _, data = svc.receive(raw, "rest")
+    assert data is not None
+    assert str(pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID) == tc.J2K_LOSSLESS
 
 
 def test_a_deferred_encode_runs_while_others_are_queued(tmp_path: Path) -> None:
@@ -101,19 +123,55 @@ def test_a_deferred_encode_runs_while_others_are_queued(tmp_path: Path) -> None:
     assert not svc._contended()  # no transcoder: never
 
 
-def test_the_waiting_list_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service_mod, "_MAX_DEFERRED", 3)
+def test_the_transcoder_takes_only_its_own_thread_s_instance(tmp_path: Path) -> None:
     svc = _service(tmp_path)
-    handed = []
-    for i in range(5):
-        raw = _ct(i)
-        _queued(svc)
-        handed.append(svc.receive(raw, "dicom")[1])
-    assert svc._deferred_count == 3
-    first = handed[0]
-    assert first is not None and svc.transcode_ingest(len(first), _same(first)) is None
-    last = handed[-1]
-    assert last is not None and svc.transcode_ingest(len(last), _same(last)) is not None
+    raw = _ct()
+    _queued(svc)
+    _, native = svc.receive(raw, "dicom")
+    assert native is not None
+    got: list[object] = []
+    other = threading.Thread(target=lambda: got.append(
+        svc.transcode_ingest(len(native), _same(native))))
+    other.start()
+    other.join()
+    assert got == [None]
+    assert svc.transcode_ingest(len(native), _same(native)) is not None
+
+
+def test_what_is_kept_with_pixels_is_handed_over_deflated(tmp_path: Path) -> None:
+    """Ingest transcoding would give it to GDCM (see Reception.deflate_kept)."""
+    svc = _service(tmp_path)
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 32, 32, 31, 0
+    ds.PixelData = np.arange(int(ds.Rows) * int(ds.Columns), dtype="<u4").tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    _, data = svc.receive(buf.getvalue(), "dicom")
+    assert data is not None
+    out = pydicom.dcmread(io.BytesIO(data))
+    assert str(out.file_meta.TransferSyntaxUID) == pydicom.uid.DeflatedExplicitVRLittleEndian
+    assert out.PixelData == ds.PixelData and svc.verify_stored(data)
+    assert svc.status()["counters"]["not_transcoded_by_reason"] == {"unsupported-pixels": 1}
+    # Without ingest transcoding it stays as it came.
+    plain = Service(Settings.from_orthanc_config(
+        {"StorageDirectory": str(tmp_path / "s2"),
+         "Teachfile": {"ConfigDirectory": str(CONFIG), "DataDirectory": str(tmp_path / "d2")}},
+        {"TEACHFILE_KEY": "ab" * 32}), {"TEACHFILE_KEY": "ab" * 32})
+    _, data = plain.receive(buf.getvalue(), "dicom")
+    assert data is not None
+    assert str(pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID) == \
+        pydicom.uid.ExplicitVRLittleEndian
+
+
+def test_kept_big_endian_pixels_are_refused_under_ingest(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    ds = pydicom.dcmread(get_testdata_file("MR_small_bigendian.dcm"))
+    ds.PhotometricInterpretation = "RGB"  # one sample: JPEG 2000 cannot take it, so kept
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    action, data = svc.receive(buf.getvalue(), "rest")
+    assert data == service_mod.UNSTORABLE
+    assert svc.state.refusals()[0]["reason"] == "transcode-error"
 
 
 def test_a_tombstone_rewritten_by_orthanc_is_still_refused(tmp_path: Path) -> None:
