@@ -49,6 +49,15 @@ def _queued(svc: Service) -> None:
     svc._last_exit = time.monotonic()
 
 
+def _queued_receive(svc: Service, i: int = 0, origin: str = "dicom") -> bytes:
+    """What the callback hands Orthanc for a CT slice that waited behind another one."""
+    raw = _ct(i)  # made first: the wait is measured from the previous callback's return
+    _queued(svc)
+    _, data = svc.receive(raw, origin)
+    assert data is not None
+    return data
+
+
 def _same(data: bytes):  # type: ignore[no-untyped-def]
     return lambda native: native == data
 
@@ -63,10 +72,7 @@ def test_alone_the_callback_encodes(tmp_path: Path) -> None:
 
 def test_queued_instances_are_encoded_by_the_transcoder(tmp_path: Path) -> None:
     svc = _service(tmp_path)
-    raw = _ct()
-    _queued(svc)
-    _, native = svc.receive(raw, "dicom")
-    assert native is not None
+    native = _queued_receive(svc)
     ds = pydicom.dcmread(io.BytesIO(native))
     assert str(ds.file_meta.TransferSyntaxUID) == pydicom.uid.ExplicitVRLittleEndian
     assert ds.PatientIdentityRemoved == "YES"
@@ -87,28 +93,20 @@ def test_a_deferred_instance_nobody_encoded_is_refused(tmp_path: Path) -> None:
     """Declined (or never asked), Orthanc would give it to GDCM, which rewrites the header and
     breaks the seal: the C-STORE filter refuses it instead, and the sender is told."""
     svc = _service(tmp_path)
-    raw = _ct(1)
-    _queued(svc)
-    _, native = svc.receive(raw, "dicom")
-    assert native is not None
+    native = _queued_receive(svc, 1)
     assert svc.cstore_filter(len(native), lambda: native, "MODALITY") == \
         STATUS_PROCESSING_FAILURE
     refusal = svc.state.refusals()[0]
     assert (refusal["reason"], refusal["calling_aet"]) == ("transcode-error", "MODALITY")
     # Encoded, it passes the filter.
-    raw = _ct(2)
-    _queued(svc)
-    _, native = svc.receive(raw, "dicom")
-    assert native is not None and svc.transcode_ingest(len(native), _same(native)) is not None
+    native = _queued_receive(svc, 2)
+    assert svc.transcode_ingest(len(native), _same(native)) is not None
     assert svc.cstore_filter(len(native), lambda: native, "MODALITY") == 0
 
 
 def test_only_c_stores_are_deferred(tmp_path: Path) -> None:
     svc = _service(tmp_path)
-    raw = _ct()
-    _queued(svc)
-    _, data = svc.receive(raw, "rest")
-    assert data is not None
+    data = _queued_receive(svc, origin="rest")
     assert str(pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID) == tc.J2K_LOSSLESS
 
 
@@ -125,10 +123,7 @@ def test_a_deferred_encode_runs_while_others_are_queued(tmp_path: Path) -> None:
 
 def test_the_transcoder_takes_only_its_own_thread_s_instance(tmp_path: Path) -> None:
     svc = _service(tmp_path)
-    raw = _ct()
-    _queued(svc)
-    _, native = svc.receive(raw, "dicom")
-    assert native is not None
+    native = _queued_receive(svc)
     got: list[object] = []
     other = threading.Thread(target=lambda: got.append(
         svc.transcode_ingest(len(native), _same(native))))
