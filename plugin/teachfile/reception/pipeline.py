@@ -178,34 +178,11 @@ class Reception:
                 seal.seal(ds, self.pseudonymizer)  # the method values are sealed
             sealed_uid = ds.SOPInstanceUID  # de-identification sealed the instance
             later = self._deferred(ds, tokens) if defer else None
-            if later is not None:
-                data = later.native
-                stored = (str(ds.SOPClassUID), str(ds.SOPInstanceUID),
-                          str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
-                return Decision(True, data=data, uid_hash=uid_hash, transcoded=False,
-                                transcode_reason="deferred", stored_uids=stored,
-                                pixel_check="ocr-no-text" if ocr_checked else
-                                "trusted-sender" if pending else None,
-                                detail=safe_detail(pending),
-                                needs_trusted_sender=bool(pending), deferred=later)
-            job = _early_job(early, ds)
-            written = self._header_meanwhile(ds, job)
-            outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid,
-                                verifier=self.verifier, consume=True,
-                                encoded=job.result() if job is not None else None)
-            ds = outcome.ds
-            if ds.SOPInstanceUID != sealed_uid:  # lossy: a new instance, sealed anew
-                seal.seal(ds, self.pseudonymizer)
-            _trim_native_pixels(ds)
-            if self.deflate_kept and outcome.status != "transcoded":
-                _deflate_native(ds)
-            if written is not None and outcome.status == "transcoded" and \
-                    written[0].fits(ds):
-                data = written[1] + _pixel_element(ds)
+            reason: str | None
+            if later is not None:  # written and checked: the node's transcoder encodes it
+                data, status, reason = later.native, "deferred", "deferred"
             else:
-                data = _serialize(ds)
-            if tokens is not None:
-                self.output_check.check(data, tokens)
+                ds, data, status, reason = self._transcoded(ds, early, sealed_uid, tokens)
             stored = (str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.StudyInstanceUID),
                       str(ds.SeriesInstanceUID))
         except Refusal as exc:
@@ -215,12 +192,37 @@ class Reception:
             # Only the exception's type is kept: its message may quote a data value.
             return Decision(False, reason="internal-error", detail=type(exc).__name__,
                             uid_hash=uid_hash)
-        transcoded = outcome.status == "transcoded"
-        return Decision(True, data=data, uid_hash=uid_hash, transcoded=transcoded,
-                        transcode_reason=outcome.reason, stored_uids=stored,
+        return Decision(True, data=data, uid_hash=uid_hash, transcoded=status == "transcoded",
+                        transcode_reason=reason, stored_uids=stored,
                         pixel_check="ocr-no-text" if ocr_checked else
                         "trusted-sender" if pending else None,
-                        detail=safe_detail(pending), needs_trusted_sender=bool(pending))
+                        detail=safe_detail(pending), needs_trusted_sender=bool(pending),
+                        deferred=later)
+
+    def _transcoded(self, ds: pydicom.Dataset,
+                    early: tuple[Future[Outcome | Encoded], pydicom.Dataset] | None,
+                    sealed_uid: str, tokens: check.Tokens | None
+                    ) -> tuple[pydicom.Dataset, bytes, str, str | None]:
+        """The de-identified instance transcoded here: the stored dataset (``ds`` itself or a
+        new one), the bytes to store (checked), the outcome's status and reason."""
+        job = _early_job(early, ds)
+        written = self._header_meanwhile(ds, job)
+        outcome = transcode(ds, self.policy, new_uid=self.pseudonymizer.uid,
+                            verifier=self.verifier, consume=True,
+                            encoded=job.result() if job is not None else None)
+        out = outcome.ds
+        if out.SOPInstanceUID != sealed_uid:  # lossy: a new instance, sealed anew
+            seal.seal(out, self.pseudonymizer)
+        _trim_native_pixels(out)
+        if self.deflate_kept and outcome.status != "transcoded":
+            _deflate_native(out)
+        if written is not None and outcome.status == "transcoded" and written[0].fits(out):
+            data = written[1] + _pixel_element(out)
+        else:
+            data = _serialize(out)
+        if tokens is not None:
+            self.output_check.check(data, tokens)
+        return out, data, outcome.status, outcome.reason
 
     def _deferred(self, ds: pydicom.Dataset, tokens: check.Tokens | None
                   ) -> deferred.Deferred | None:
