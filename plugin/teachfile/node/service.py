@@ -197,7 +197,7 @@ class Service:
         self._last_exit = 0.0
         #: Deferred encodes running now.
         self._encoding = 0
-        #: thread id -> what the reception handed over ("native", "j2k", "deferred", or
+        #: thread id -> what the reception handed over uncompressed ("native", "deferred", or
         #: "encoded" once the transcoder made it JPEG 2000), read by the C-STORE filter and the
         #: on-stored callback, which Orthanc calls next on the same thread.
         self._handed: dict[int, str] = {}
@@ -235,10 +235,9 @@ class Service:
                     self._trusted[tid] = (decision.data, decision)
             elif decision.pixel_check:
                 self.state.count("pixels_checked", decision.pixel_check)
-            if self.ingest_transcoder:
+            if self.ingest_transcoder and not decision.transcoded:
                 with self._lock:
-                    self._handed[tid] = "deferred" if decision.deferred is not None else \
-                        "j2k" if decision.transcoded else "native"
+                    self._handed[tid] = "deferred" if decision.deferred is not None else "native"
             if decision.deferred is not None:
                 with self._lock:
                     self._deferred[tid] = decision.deferred

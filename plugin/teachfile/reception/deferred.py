@@ -26,8 +26,7 @@ again; only if that fails too does :func:`encode` decline.
 from __future__ import annotations
 
 import struct
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pydicom.dataelem import DataElement
@@ -79,7 +78,6 @@ class Deferred:
     key: tuple[object, ...]
     check: str
     frames: int
-    created: float = field(default_factory=time.monotonic)
 
 
 def eligible(ds: Dataset, policy: TranscodePolicy) -> bool:
